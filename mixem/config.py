@@ -1,0 +1,199 @@
+"""Experiment configuration: one dataclass per concern, defaults equal to the authors' (MIXEM.md).
+
+Field names are unique across the concerns, so a run's whole config is also a flat
+``{field: value}`` dict: that is what the command line, Ray Tune and the Parquet columns use.
+Machine paths (data and output folders) are not config: they are arguments of ``train``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+from mixem.errors import MixemError
+
+
+def _field(default, help: str, choices: tuple | None = None):
+    return field(default=default, metadata={"help": help, "choices": choices})
+
+
+@dataclass
+class DataConfig:
+    dataset: str = _field("digits", "dataset name", ("digits", "fashion-mnist", "cifar10", "cifar100-20", "stl10"))
+    train_split: str = _field("train+test", "images trained on (no labels are used), as the authors: train+test")
+    eval_split: str = _field("test", "labelled images the clustering is evaluated on")
+    stl10_unlabeled: bool = _field(False, "STL10 only: also train on the 100k unlabelled images")
+
+
+@dataclass
+class AugmentConfig:
+    """SimCLR augmentations per view, applied to whole batches (mixem.augment)."""
+
+    crop_scale_min: float = _field(0.08, "random resized crop: smallest area share")
+    crop_scale_max: float = _field(1.0, "random resized crop: largest area share")
+    flip_p: float = _field(0.5, "probability of a horizontal flip")
+    jitter_p: float = _field(0.8, "probability of colour jitter")
+    brightness: float = _field(0.8, "colour jitter: brightness strength")
+    contrast: float = _field(0.8, "colour jitter: contrast strength")
+    saturation: float = _field(0.8, "colour jitter: saturation strength (colour images only)")
+    hue: float = _field(0.2, "colour jitter: hue strength, at most 0.5 (colour images only)")
+    grayscale_p: float = _field(0.2, "probability of grayscale (colour images only)")
+    blur_p: float = _field(0.5, "probability of Gaussian blur (kernel ~10%% of the image side)")
+    blur_sigma_min: float = _field(0.1, "Gaussian blur: smallest sigma in pixels")
+    blur_sigma_max: float = _field(2.0, "Gaussian blur: largest sigma in pixels")
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = _field("resnet18", "feature extractor", ("resnet18", "small_cnn"))
+    head: str = _field("mixture", "projection head: MIX'EM's mixture, or SimCLR's single MLP", ("mixture", "simclr"))
+    num_components: int = _field(10, "K, the number of mixture components")
+    embed_dim: int = _field(32, "dimension of each component's embedding")
+    hidden_dim: int = _field(512, "hidden width of the component and gate MLPs")
+
+
+@dataclass
+class LossConfig:
+    temperature: float = _field(0.5, "NT-Xent temperature")
+    w_entropy: float = _field(2.0, "weight of term (i), the marginal entropy (subtracted)")
+    w_instance: float = _field(0.1, "weight of term (ii), the per-instance term")
+    instance_form: str = _field(
+        "entropy", "form of term (ii): the paper's entropy, or the authors' code 1 - max pi", ("entropy", "max_prob")
+    )
+    w_pull: float = _field(0.1, "weight of term (iii) pull (embeddings to their component mean)")
+    w_push: float = _field(0.05, "weight of term (iii) push (component means apart)")
+
+
+@dataclass
+class OptimConfig:
+    lr: float = _field(1e-4, "Adam learning rate")
+    weight_decay: float = _field(1e-5, "Adam weight decay")
+    batch_size: int = _field(512, "images per batch (across all workers)")
+    epochs: int = _field(200, "training epochs")
+    constant_lr_epochs: int = _field(10, "epochs at constant lr before the cosine decay")
+    seed: int = _field(0, "random seed (model init, batches, augmentations, K-means)")
+
+
+@dataclass
+class EvalConfig:
+    eval_every: int = _field(10, "evaluate the clustering every N epochs (0: only after the last epoch)")
+    kmeans_n_init: int = _field(50, "k-means++ restarts, as the authors")
+    eval_batch_size: int = _field(1024, "batch size when computing representations")
+
+
+CONCERNS = {
+    "data": DataConfig,
+    "augment": AugmentConfig,
+    "model": ModelConfig,
+    "loss": LossConfig,
+    "optim": OptimConfig,
+    "eval": EvalConfig,
+}
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    @classmethod
+    def from_flat(cls, values: dict) -> Config:
+        """Build a config from ``{field: value}``, starting from the defaults; unknown names are an error."""
+        config = cls()
+        for name, value in values.items():
+            concern = FIELD_CONCERN.get(name)
+            if concern is None:
+                raise MixemError(f"Unknown config field {name!r}; run `python -m mixem.train --help` for the list.")
+            setattr(getattr(config, concern), name, _coerce(name, value))
+        return config
+
+    @classmethod
+    def for_dataset(cls, dataset: str, overrides: dict | None = None) -> Config:
+        """The authors' defaults, then the dataset's preset (``DATASET_PRESETS``), then ``overrides``."""
+        if dataset not in DATASET_PRESETS:
+            raise MixemError(f"Unknown dataset {dataset!r}; choose one of {', '.join(DATASET_PRESETS)}.")
+        return cls.from_flat({"dataset": dataset, **DATASET_PRESETS[dataset], **(overrides or {})})
+
+    def to_flat(self) -> dict:
+        return {name: value for concern in CONCERNS for name, value in dataclasses.asdict(getattr(self, concern)).items()}
+
+    def validate(self) -> Config:
+        """Raise MixemError (one sentence naming the fix) for a config that cannot train."""
+        flat = self.to_flat()
+        for name, value in flat.items():
+            choices = FIELDS[name].metadata["choices"]
+            if choices and value not in choices:
+                raise MixemError(f"--{_flag(name)} must be one of {', '.join(choices)}, not {value!r}.")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise MixemError(f"--{_flag(name)} must be a finite number, not {value}.")
+        for name in ("w_entropy", "w_instance", "w_pull", "w_push", "weight_decay", "constant_lr_epochs", "eval_every"):
+            if flat[name] < 0:
+                raise MixemError(f"--{_flag(name)} must be >= 0 (0 switches it off), not {flat[name]}.")
+        for name in ("lr", "temperature", "batch_size", "epochs", "num_components", "embed_dim", "hidden_dim",
+                     "kmeans_n_init", "eval_batch_size"):
+            if flat[name] <= 0:
+                raise MixemError(f"--{_flag(name)} must be > 0, not {flat[name]}.")
+        for name in ("flip_p", "jitter_p", "grayscale_p", "blur_p"):
+            if not 0 <= flat[name] <= 1:
+                raise MixemError(f"--{_flag(name)} is a probability and must lie in [0, 1], not {flat[name]}.")
+        if not 0 < flat["crop_scale_min"] <= flat["crop_scale_max"] <= 1:
+            raise MixemError("Crop scales must satisfy 0 < --crop-scale-min <= --crop-scale-max <= 1.")
+        if not 0 <= flat["hue"] <= 0.5:
+            raise MixemError(f"--hue must lie in [0, 0.5], not {flat['hue']}.")
+        if flat["head"] == "simclr":
+            extra = [n for n in ("w_entropy", "w_instance", "w_pull", "w_push") if flat[n] != 0]
+            if extra:
+                raise MixemError(
+                    f"The SimCLR head has no mixture, so {', '.join(extra)} must be 0; "
+                    "use `--preset simclr`, which sets them."
+                )
+        return self
+
+
+FIELDS = {f.name: f for concern in CONCERNS.values() for f in dataclasses.fields(concern)}
+FIELD_CONCERN = {f.name: name for name, concern in CONCERNS.items() for f in dataclasses.fields(concern)}
+
+# Per-dataset presets, sized for the machine each dataset is usually run on: digits and
+# Fashion-MNIST are the CPU-scale datasets (small CNN, few epochs, a larger lr to match the
+# short schedule); CIFAR and STL10 keep the authors' GPU settings. Grey images get milder crops
+# and no colour jitter, grayscale or blur; flips would turn digits into other symbols.
+_GREY = {"jitter_p": 0.8, "brightness": 0.4, "contrast": 0.4, "saturation": 0.0, "hue": 0.0, "grayscale_p": 0.0}
+DATASET_PRESETS: dict[str, dict] = {
+    "digits": {
+        **_GREY, "backbone": "small_cnn", "crop_scale_min": 0.5, "flip_p": 0.0, "blur_p": 0.0,
+        "hidden_dim": 128, "lr": 1e-3, "batch_size": 256, "epochs": 60, "constant_lr_epochs": 5,
+        "eval_every": 0,
+    },
+    "fashion-mnist": {
+        **_GREY, "backbone": "small_cnn", "crop_scale_min": 0.3, "blur_p": 0.0,
+        "hidden_dim": 256, "lr": 1e-3, "batch_size": 256, "epochs": 15, "constant_lr_epochs": 2,
+        "eval_every": 5,
+    },
+    "cifar10": {},
+    "cifar100-20": {"num_components": 20},
+    "stl10": {},
+}
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def _coerce(name: str, value):
+    """Convert ``value`` to the field's type (Tune and JSON hand over ints for floats, numpy scalars...)."""
+    kind = type(FIELDS[name].default)
+    if kind is bool:
+        if isinstance(value, str):
+            if value.lower() not in ("true", "false", "1", "0"):
+                raise MixemError(f"--{_flag(name)} must be true or false, not {value!r}.")
+            return value.lower() in ("true", "1")
+        return bool(value)
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise MixemError(f"--{_flag(name)} must be a {kind.__name__}, not {value!r}.") from None

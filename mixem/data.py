@@ -1,0 +1,267 @@
+"""Image datasets by name, loaded whole into memory as uint8 tensors.
+
+The trainer augments whole batches on the GPU, so there is no per-image Dataset or PIL here:
+`load_dataset(name)` returns every split as `(images uint8 (N, C, H, W), labels int64 (N,))`.
+
+    data = load_dataset("cifar10", "data", download=True)
+    images, labels = data.select("train+test")   # (60000, 3, 32, 32), (60000,)
+
+Where the files are looked for, under `data_dir` (default: $MIXEM_DATA_DIR, else ./data), in the
+layout torchvision's downloaders produce:
+
+| name          | files                                                                       |
+|---------------|-----------------------------------------------------------------------------|
+| digits        | none: ships inside scikit-learn                                             |
+| fashion-mnist | FashionMNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz], else    |
+|               | /usr/share/datasets/fashion-mnist/ (Debian package dataset-fashion-mnist)   |
+| cifar10       | cifar-10-batches-py/{data_batch_1..5,test_batch} (python pickles)           |
+| cifar100-20   | cifar-100-python/{train,test}; labels are the 20 `coarse_labels`            |
+| stl10         | stl10_binary/{train,test}_{X,y}.bin, unlabeled_X.bin (include_unlabeled)    |
+
+`digits` has no official split: `train` and `test` are both the whole set (1,797 images), and
+`select("train+test")` returns it once. Evaluating on `test` then means evaluating on the training
+pool, as the authors do in their train+test setting (no labels are used for training).
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mixem.errors import DataNotFoundError, MixemError
+
+Split = tuple[torch.Tensor, torch.Tensor]  # images uint8 (N, C, H, W), labels int64 (N,); -1 = unlabelled
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    num_classes: int
+    channels: int
+    image_size: int  # images are square: (channels, image_size, image_size)
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    info.name: info
+    for info in (
+        DatasetInfo("digits", 10, 1, 8),
+        DatasetInfo("fashion-mnist", 10, 1, 28),
+        DatasetInfo("cifar10", 10, 3, 32),
+        DatasetInfo("cifar100-20", 20, 3, 32),
+        DatasetInfo("stl10", 10, 3, 96),
+    )
+}
+
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+# Sub-folder of data_dir that torchvision's downloader fills, and the class that downloads it.
+_FOLDERS = {
+    "fashion-mnist": ("FashionMNIST/raw", "FashionMNIST"),
+    "cifar10": ("cifar-10-batches-py", "CIFAR10"),
+    "cifar100-20": ("cifar-100-python", "CIFAR100"),
+    "stl10": ("stl10_binary", "STL10"),
+}
+
+
+@dataclass
+class ImageData:
+    name: str
+    num_classes: int
+    splits: dict[str, Split]
+
+    def select(self, spec: str) -> Split:
+        """Images (N, C, H, W) and labels (N,) of the "+"-joined splits in `spec`, concatenated.
+
+        Splits that share the same tensors (digits' train and test) are included once.
+        """
+        parts: list[Split] = []
+        for split in spec.split("+"):
+            if split not in self.splits:
+                hint = " (stl10 loads it with include_unlabeled=True)" if split == "unlabeled" else ""
+                raise MixemError(
+                    f"Unknown split {split!r} in {spec!r} for {self.name}; available: "
+                    f"{', '.join(self.splits)}{hint}."
+                )
+            if not any(self.splits[split][0] is images for images, _ in parts):
+                parts.append(self.splits[split])
+        if len(parts) == 1:
+            return parts[0]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("MIXEM_DATA_DIR", "data"))
+
+
+def load_dataset(
+    name: str, data_dir: str | Path | None = None, *, download: bool = False, include_unlabeled: bool = False
+) -> ImageData:
+    """Load every split of dataset `name` into memory (see the module docstring for where files go).
+
+    download: fetch missing files into data_dir with torchvision. include_unlabeled: also load stl10's
+    100k `unlabeled` images (labels -1); ignored by the other datasets, which have none.
+    Raises MixemError for an unknown name or corrupt files, DataNotFoundError for missing files.
+    """
+    if name not in DATASETS:
+        raise MixemError(f"Unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}.")
+    root = Path(data_dir) if data_dir is not None else default_data_dir()
+    if name == "digits":
+        splits = _load_digits()
+    elif name == "fashion-mnist":
+        splits = _load_fashion_mnist(root, download)
+    elif name == "cifar10":
+        splits = _load_cifar10(root, download)
+    elif name == "cifar100-20":
+        splits = _load_cifar100_20(root, download)
+    else:
+        splits = _load_stl10(root, download, include_unlabeled)
+    info = DATASETS[name]
+    expected = (info.channels, info.image_size, info.image_size)
+    for split, (images, labels) in splits.items():
+        if images.shape[1:] != expected or len(images) != len(labels):
+            raise MixemError(
+                f"{name} {split} has images {tuple(images.shape)} and {len(labels)} labels, expected "
+                f"(N, {', '.join(map(str, expected))}) and N; delete its files and download them again."
+            )
+    return ImageData(name, info.num_classes, splits)
+
+
+def _locate(name: str, root: Path, files: list[str], download: bool, extra: tuple[Path, ...] = ()) -> Path:
+    """The first folder (root's torchvision sub-folder, then `extra`) holding all `files`.
+
+    Downloads into `root` with torchvision if none does and `download` is set."""
+    folder = root / _FOLDERS[name][0]
+    for candidate in (folder, *extra):
+        if all(_find(candidate / f) for f in files):
+            return candidate
+    if download:
+        import torchvision.datasets  # slow import, needed only here
+
+        try:
+            getattr(torchvision.datasets, _FOLDERS[name][1])(str(root), download=True)
+        except (OSError, RuntimeError) as exc:  # no network (URLError is an OSError), bad checksum
+            raise DataNotFoundError(
+                f"Downloading {name} into {root.resolve()} failed ({exc}); download it where there is "
+                f"internet access and copy it to {folder.resolve()}, or pass --data-dir to a copy."
+            ) from exc
+        if all(_find(folder / f) for f in files):
+            return folder
+    also = "".join(f" (or {p})" for p in extra)
+    raise DataNotFoundError(
+        f"{name} not found: put {', '.join(files)} in {folder.resolve()}{also}, "
+        f"or pass --download to fetch them into --data-dir DIR (now {root.resolve()})."
+    )
+
+
+def _find(path: Path) -> Path | None:
+    """`path`, else its gzipped twin `path.gz`, else None."""
+    for candidate in (path, path.with_name(path.name + ".gz")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _load_digits() -> dict[str, Split]:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = np.rint(digits.images * (255 / 16)).astype(np.uint8)[:, None]  # values 0..16 -> 0..255
+    whole = (torch.from_numpy(images), torch.from_numpy(digits.target.astype(np.int64)))
+    return {"train": whole, "test": whole}  # the very same tensors: select("train+test") keeps one copy
+
+
+def _load_fashion_mnist(root: Path, download: bool) -> dict[str, Split]:
+    stems = {"train": "train", "test": "t10k"}
+    files = [f"{stem}-{kind}-ubyte" for stem in stems.values() for kind in ("images-idx3", "labels-idx1")]
+    folder = _locate("fashion-mnist", root, files, download, extra=(DEBIAN_FASHION_MNIST,))
+    splits = {}
+    for split, stem in stems.items():
+        images = _read_idx(_find(folder / f"{stem}-images-idx3-ubyte"), ndim=3)  # (N, 28, 28)
+        labels = _read_idx(_find(folder / f"{stem}-labels-idx1-ubyte"), ndim=1)
+        splits[split] = (torch.from_numpy(images[:, None]), torch.from_numpy(labels.astype(np.int64)))
+    return splits
+
+
+def _load_cifar10(root: Path, download: bool) -> dict[str, Split]:
+    train_files = [f"data_batch_{i}" for i in range(1, 6)]
+    folder = _locate("cifar10", root, train_files + ["test_batch"], download)
+    return {
+        "train": _read_cifar([folder / f for f in train_files], b"labels"),
+        "test": _read_cifar([folder / "test_batch"], b"labels"),
+    }
+
+
+def _load_cifar100_20(root: Path, download: bool) -> dict[str, Split]:
+    folder = _locate("cifar100-20", root, ["train", "test"], download)
+    return {split: _read_cifar([folder / split], b"coarse_labels") for split in ("train", "test")}
+
+
+def _load_stl10(root: Path, download: bool, include_unlabeled: bool) -> dict[str, Split]:
+    files = ["train_X.bin", "train_y.bin", "test_X.bin", "test_y.bin"]
+    if include_unlabeled:
+        files.append("unlabeled_X.bin")
+    folder = _locate("stl10", root, files, download)
+    splits = {
+        split: (_read_stl10_images(folder / f"{split}_X.bin"), _read_stl10_labels(folder / f"{split}_y.bin"))
+        for split in ("train", "test")
+    }
+    if include_unlabeled:
+        images = _read_stl10_images(folder / "unlabeled_X.bin")
+        splits["unlabeled"] = images, torch.full((len(images),), -1, dtype=torch.int64)
+    return splits
+
+
+def _read_idx(path: Path, ndim: int) -> np.ndarray:
+    """An idx file (LeCun's MNIST format, optionally gzipped) of unsigned bytes with `ndim` dimensions."""
+    try:
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as exc:  # BadGzipFile is an OSError
+        raise MixemError(f"Cannot read {path} ({exc}); delete it and download it again.") from exc
+    # Header: magic number = two zero bytes, type 0x08 (unsigned byte), number of dimensions; then each
+    # dimension as a big-endian int32.
+    header = 4 + 4 * ndim
+    if len(raw) < header or raw[:4] != bytes([0, 0, 8, ndim]):
+        raise MixemError(f"{path} is not an idx file of {ndim}-d bytes; delete it and download it again.")
+    shape = tuple(int(d) for d in np.frombuffer(raw, ">i4", ndim, offset=4))
+    if len(raw) != header + int(np.prod(shape)):
+        raise MixemError(f"{path} is truncated (header says {shape}); delete it and download it again.")
+    return np.frombuffer(raw, np.uint8, offset=header).reshape(shape).copy()
+
+
+def _read_cifar(paths: list[Path], label_key: bytes) -> Split:
+    """The python-format CIFAR pickles in `paths`: images (N, 3, 32, 32), labels from `label_key`."""
+    images, labels = [], []
+    for path in paths:
+        try:
+            with open(path, "rb") as f:
+                batch = pickle.load(f, encoding="bytes")
+            images.append(np.asarray(batch[b"data"], np.uint8).reshape(-1, 3, 32, 32))
+            labels.append(np.asarray(batch[label_key], np.int64))
+        except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError) as exc:
+            raise MixemError(
+                f"{path} is not a python-format CIFAR batch ({exc!r}); delete it and download it again."
+            ) from exc
+    return torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels))
+
+
+def _read_stl10_images(path: Path) -> torch.Tensor:
+    """STL-10 binary images, stored column-major per channel, as (N, 3, 96, 96) rows-first."""
+    size = path.stat().st_size
+    if size == 0 or size % (3 * 96 * 96):
+        raise MixemError(f"{path} is truncated or corrupt; delete it and download it again.")
+    stored = np.memmap(path, np.uint8, mode="r").reshape(-1, 3, 96, 96)  # (N, C, W, H)
+    return torch.from_numpy(np.ascontiguousarray(stored.transpose(0, 1, 3, 2)))  # one copy, into RAM
+
+
+def _read_stl10_labels(path: Path) -> torch.Tensor:
+    labels = np.fromfile(path, np.uint8).astype(np.int64) - 1  # 1..10 on disk
+    if labels.size and not 0 <= labels.min() <= labels.max() <= 9:
+        raise MixemError(f"{path} holds labels outside 1..10; delete it and download it again.")
+    return torch.from_numpy(labels)
