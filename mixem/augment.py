@@ -45,8 +45,11 @@ def random_resized_crop_flip(x: torch.Tensor, cfg: AugmentConfig, generator: tor
     area = _uniform(n, cfg.crop_scale_min, cfg.crop_scale_max, generator, device)
     log_ratio = _uniform(n, math.log(3 / 4), math.log(4 / 3), generator, device)
     # Half-extents in normalised coordinates ([-1, 1] spans the image).
-    half_w = torch.sqrt(area * log_ratio.exp()).clamp(max=1.0)
-    half_h = torch.sqrt(area / log_ratio.exp()).clamp(max=1.0)
+    half_w = torch.sqrt(area * log_ratio.exp())
+    half_h = torch.sqrt(area / log_ratio.exp())
+    # A box that does not fit becomes the whole image, as torchvision's fallback for square images.
+    too_big = (half_w > 1) | (half_h > 1)
+    half_w, half_h = half_w.masked_fill(too_big, 1.0), half_h.masked_fill(too_big, 1.0)
     centre_x = (torch.rand(n, generator=generator, device=device) * 2 - 1) * (1 - half_w)
     centre_y = (torch.rand(n, generator=generator, device=device) * 2 - 1) * (1 - half_h)
     flip = torch.where(_coin(n, cfg.flip_p, generator, device), -1.0, 1.0)

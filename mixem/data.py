@@ -85,8 +85,7 @@ class ImageData:
             if split not in self.splits:
                 hint = " (stl10 loads it with include_unlabeled=True)" if split == "unlabeled" else ""
                 raise MixemError(
-                    f"Unknown split {split!r} in {spec!r} for {self.name}; available: "
-                    f"{', '.join(self.splits)}{hint}."
+                    f"Unknown split {split!r} in {spec!r} for {self.name}; available: {', '.join(self.splits)}{hint}."
                 )
             if not any(self.splits[split][0] is images for images, _ in parts):
                 parts.append(self.splits[split])

@@ -96,7 +96,8 @@ def mixem_loss(
     w_pull: float = 0.1,
     w_push: float = 0.05,
 ) -> dict[str, torch.Tensor]:
-    """The whole objective for two views a, b; each extra term is averaged over both views.
+    """The whole objective for two views a, b; each extra term is summed over both views, as in the
+    authors' code.
 
     ``pi_*``: (N, K) mixing probabilities, or None for the plain SimCLR head (extra terms are 0).
     ``z_*``: (N, D) embeddings fed to NT-Xent. Returns ``total`` and every term, unweighted,
@@ -109,11 +110,11 @@ def mixem_loss(
     else:
         instance_term = {"entropy": instance_entropy, "max_prob": max_prob_loss}[instance_form]
         views = ((pi_a, z_a), (pi_b, z_b))
-        terms["marginal_entropy"] = sum(marginal_entropy(pi) for pi, _ in views) / 2
-        terms["instance"] = sum(instance_term(pi) for pi, _ in views) / 2
-        pulls, pushes = zip(*(associative_loss(z, pi) for pi, z in views))
-        terms["pull"] = sum(pulls) / 2
-        terms["push"] = sum(pushes) / 2
+        terms["marginal_entropy"] = sum(marginal_entropy(pi) for pi, _ in views)
+        terms["instance"] = sum(instance_term(pi) for pi, _ in views)
+        pulls, pushes = zip(*(associative_loss(z, pi) for pi, z in views), strict=True)
+        terms["pull"] = sum(pulls)
+        terms["push"] = sum(pushes)
     terms["total"] = (
         terms["contrastive"]
         - w_entropy * terms["marginal_entropy"]
