@@ -47,6 +47,7 @@ class AugmentConfig:
 @dataclass
 class ModelConfig:
     backbone: str = _field("resnet18", "feature extractor", ("resnet18", "small_cnn"))
+    cnn_width: int = _field(32, "small_cnn only: channels of its first block (then 2x, 4x); features = 4x")
     head: str = _field("mixture", "projection head: MIX'EM's mixture, or SimCLR's single MLP", ("mixture", "simclr"))
     num_components: int = _field(10, "K, the number of mixture components")
     embed_dim: int = _field(32, "dimension of each component's embedding")
@@ -120,7 +121,9 @@ class Config:
         return cls.from_flat({"dataset": dataset, **DATASET_PRESETS[dataset], **(overrides or {})})
 
     def to_flat(self) -> dict:
-        return {name: value for concern in CONCERNS for name, value in dataclasses.asdict(getattr(self, concern)).items()}
+        return {
+            name: value for concern in CONCERNS for name, value in dataclasses.asdict(getattr(self, concern)).items()
+        }
 
     def validate(self) -> Config:
         """Raise MixemError (one sentence naming the fix) for a config that cannot train."""
@@ -134,8 +137,18 @@ class Config:
         for name in ("w_entropy", "w_instance", "w_pull", "w_push", "weight_decay", "constant_lr_epochs", "eval_every"):
             if flat[name] < 0:
                 raise MixemError(f"--{_flag(name)} must be >= 0 (0 switches it off), not {flat[name]}.")
-        for name in ("lr", "temperature", "batch_size", "epochs", "num_components", "embed_dim", "hidden_dim",
-                     "kmeans_n_init", "eval_batch_size"):
+        for name in (
+            "lr",
+            "temperature",
+            "batch_size",
+            "epochs",
+            "num_components",
+            "embed_dim",
+            "hidden_dim",
+            "cnn_width",
+            "kmeans_n_init",
+            "eval_batch_size",
+        ):
             if flat[name] <= 0:
                 raise MixemError(f"--{_flag(name)} must be > 0, not {flat[name]}.")
         for name in ("flip_p", "jitter_p", "grayscale_p", "blur_p"):
@@ -165,13 +178,28 @@ FIELD_CONCERN = {f.name: name for name, concern in CONCERNS.items() for f in dat
 _GREY = {"jitter_p": 0.8, "brightness": 0.4, "contrast": 0.4, "saturation": 0.0, "hue": 0.0, "grayscale_p": 0.0}
 DATASET_PRESETS: dict[str, dict] = {
     "digits": {
-        **_GREY, "backbone": "small_cnn", "crop_scale_min": 0.5, "flip_p": 0.0, "blur_p": 0.0,
-        "hidden_dim": 128, "lr": 1e-3, "batch_size": 256, "epochs": 60, "constant_lr_epochs": 5,
+        **_GREY,
+        "backbone": "small_cnn",
+        "crop_scale_min": 0.5,
+        "flip_p": 0.0,
+        "blur_p": 0.0,
+        "hidden_dim": 128,
+        "lr": 1e-3,
+        "batch_size": 256,
+        "epochs": 60,
+        "constant_lr_epochs": 5,
         "eval_every": 0,
     },
     "fashion-mnist": {
-        **_GREY, "backbone": "small_cnn", "crop_scale_min": 0.3, "blur_p": 0.0,
-        "hidden_dim": 256, "lr": 1e-3, "batch_size": 256, "epochs": 15, "constant_lr_epochs": 2,
+        **_GREY,
+        "backbone": "small_cnn",
+        "crop_scale_min": 0.3,
+        "blur_p": 0.0,
+        "hidden_dim": 256,
+        "lr": 1e-3,
+        "batch_size": 256,
+        "epochs": 15,
+        "constant_lr_epochs": 2,
         "eval_every": 5,
     },
     "cifar10": {},

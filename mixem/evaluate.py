@@ -87,8 +87,17 @@ def cluster_all(reps: dict[str, np.ndarray], labels: np.ndarray, num_clusters: i
     return results
 
 
-def evaluate(model, images: torch.Tensor, labels: torch.Tensor, num_clusters: int, *, n_init: int, batch_size: int,
-             seed: int, device) -> dict:
+def evaluate(
+    model,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    num_clusters: int,
+    *,
+    n_init: int,
+    batch_size: int,
+    seed: int,
+    device,
+) -> dict:
     """Representations of ``images`` under ``model``, clustered every way; see ``cluster_all``."""
     reps = representations(model, images, batch_size, device)
     return cluster_all(reps, labels.numpy(), num_clusters, n_init, seed)

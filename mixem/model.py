@@ -16,8 +16,9 @@ from mixem.config import ModelConfig
 from mixem.losses import mix_embeddings
 
 
-def resnet18(in_channels: int, image_size: int) -> tuple[nn.Module, int]:
+def resnet18(in_channels: int, image_size: int, width: int = 64) -> tuple[nn.Module, int]:
     """torchvision's ResNet-18, random init, classifier removed: (N, C, H, W) -> (N, 512).
+    Its width is torchvision's (``width`` is for the small CNN only).
 
     Small images (<= 64 px, e.g. CIFAR's 32) get the CIFAR stem: a 3x3 stride-1 convolution and no
     max-pool, as the authors; larger ones (STL10's 96) keep the standard stem.
@@ -32,10 +33,11 @@ def resnet18(in_channels: int, image_size: int) -> tuple[nn.Module, int]:
     return net, 512
 
 
-def small_cnn(in_channels: int, image_size: int) -> tuple[nn.Module, int]:
-    """A small VGG-style CNN for 8x8 and 28x28 grey images, sized for CPU runs: (N, C, H, W) -> (N, 128).
+def small_cnn(in_channels: int, image_size: int, width: int = 32) -> tuple[nn.Module, int]:
+    """A small VGG-style CNN for 8x8 and 28x28 grey images, sized for CPU runs: (N, C, H, W) -> (N, 4 * width).
 
-    28 px images are halved twice (28 -> 14 -> 7); 8 px digits once (8 -> 4).
+    Three conv-BN-ReLU blocks of width, 2x and 4x channels; 28 px images are halved twice
+    (28 -> 14 -> 7), 8 px digits once (8 -> 4).
     """
 
     def block(cin: int, cout: int, pool: bool) -> list[nn.Module]:
@@ -43,13 +45,13 @@ def small_cnn(in_channels: int, image_size: int) -> tuple[nn.Module, int]:
         return layers + ([nn.MaxPool2d(2)] if pool else [])
 
     net = nn.Sequential(
-        *block(in_channels, 32, image_size >= 16),
-        *block(32, 64, True),
-        *block(64, 128, False),
+        *block(in_channels, width, image_size >= 16),
+        *block(width, 2 * width, True),
+        *block(2 * width, 4 * width, False),
         nn.AdaptiveAvgPool2d(1),
         nn.Flatten(),
     )
-    return net, 128
+    return net, 4 * width
 
 
 BACKBONES = {"resnet18": resnet18, "small_cnn": small_cnn}
@@ -94,7 +96,9 @@ class SimCLRHead(nn.Module):
 
     def __init__(self, in_features: int, hidden_dim: int, embed_dim: int):
         super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(in_features, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, embed_dim))
+        self.mlp = nn.Sequential(
+            nn.Linear(in_features, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, embed_dim)
+        )
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return self.mlp(h)
@@ -110,7 +114,7 @@ class MixemModel(nn.Module):
 
     def __init__(self, cfg: ModelConfig, in_channels: int, image_size: int):
         super().__init__()
-        self.backbone, features = BACKBONES[cfg.backbone](in_channels, image_size)
+        self.backbone, features = BACKBONES[cfg.backbone](in_channels, image_size, cfg.cnn_width)
         if cfg.head == "mixture":
             self.head = MixtureHead(features, cfg.num_components, cfg.hidden_dim, cfg.embed_dim)
         else:

@@ -5,7 +5,14 @@ ablation needs no preset, since every run evaluates every K-means variant.
 """
 
 _NO_EXTRA_TERMS = {"w_entropy": 0.0, "w_instance": 0.0, "w_pull": 0.0, "w_push": 0.0}
-_MIXEM = {"head": "mixture", "w_entropy": 2.0, "w_instance": 0.1, "instance_form": "entropy", "w_pull": 0.1, "w_push": 0.05}
+_MIXEM = {
+    "head": "mixture",
+    "w_entropy": 2.0,
+    "w_instance": 0.1,
+    "instance_form": "entropy",
+    "w_pull": 0.1,
+    "w_push": 0.05,
+}
 
 ABLATIONS: dict[str, dict] = {
     "simclr": {"head": "simclr", **_NO_EXTRA_TERMS},  # contrastive only

@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -172,8 +173,13 @@ def train(
         order = torch.randperm(len(train_images), generator=torch.Generator().manual_seed(optim.seed * 100_003 + epoch))
         sums = torch.zeros(len(LOSS_TERMS), device=device)
         trained_model.train()
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{optim.epochs}", disable=not progress or rank > 0,
-                   leave=False, dynamic_ncols=True)
+        bar = tqdm(
+            range(steps_per_epoch),
+            desc=f"epoch {epoch + 1}/{optim.epochs}",
+            disable=not progress or rank > 0,
+            leave=False,
+            dynamic_ncols=True,
+        )
         for step in bar:
             batch_index = order[step * batch_size : (step + 1) * batch_size][rank::world_size].to(device)
             images = train_images[batch_index]
@@ -193,14 +199,23 @@ def train(
         epoch_seconds = time.perf_counter() - started
 
         record = {"epoch": epoch + 1}
-        record.update({f"loss_{name}": value for name, value in zip(LOSS_TERMS, (sums / steps_per_epoch).tolist())})
+        mean_terms = (sums / steps_per_epoch).tolist()  # the epoch's one GPU sync
+        record.update({f"loss_{name}": value for name, value in zip(LOSS_TERMS, mean_terms, strict=True)})
         record.update(lr=scheduler.get_last_lr()[0], epoch_seconds=epoch_seconds, eval_seconds=0.0, evaluated=False)
         eval_every = config.eval.eval_every
         if epoch + 1 == optim.epochs or (eval_every and (epoch + 1) % eval_every == 0):
             started = time.perf_counter()
             if rank == 0:  # one rank clusters; the others only train
-                last_eval = evaluate(model, eval_images, eval_labels, data.num_classes, n_init=config.eval.kmeans_n_init,
-                                     batch_size=config.eval.eval_batch_size, seed=optim.seed, device=device)
+                last_eval = evaluate(
+                    model,
+                    eval_images,
+                    eval_labels,
+                    data.num_classes,
+                    n_init=config.eval.kmeans_n_init,
+                    batch_size=config.eval.eval_batch_size,
+                    seed=optim.seed,
+                    device=device,
+                )
                 last_eval = {"epoch": epoch + 1, **last_eval}
                 record.update({k: v for k, v in last_eval.items() if k != "epoch"})
             record.update(evaluated=True, eval_seconds=time.perf_counter() - started)
@@ -210,10 +225,17 @@ def train(
         if rank == 0:
             checkpoint_dir = out_dir / "checkpoint"
             generator_states = [generator.get_state()]
-            state = {"config": config.to_flat(), "epoch": epoch + 1, "model": model.state_dict(),
-                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                     "generator": generator_states, "history": history, "last_eval": last_eval}
-            write_atomic(checkpoint_dir / CHECKPOINT_FILE, lambda tmp: torch.save(state, tmp))
+            state = {
+                "config": config.to_flat(),
+                "epoch": epoch + 1,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "generator": generator_states,
+                "history": history,
+                "last_eval": last_eval,
+            }
+            write_atomic(checkpoint_dir / CHECKPOINT_FILE, partial(torch.save, state))
             write_atomic(out_dir / "history.jsonl", "".join(json.dumps(row) + "\n" for row in history))
             if record["evaluated"]:
                 write_atomic(out_dir / "metrics.json", json.dumps(last_eval, indent=2) + "\n")
@@ -224,11 +246,15 @@ def train(
 
 
 def _summary(record: dict) -> str:
-    line = (f"epoch {record['epoch']}: loss {record['loss_total']:.4f} "
-            f"(contrastive {record['loss_contrastive']:.4f}) {record['epoch_seconds']:.1f}s")
+    line = (
+        f"epoch {record['epoch']}: loss {record['loss_total']:.4f} "
+        f"(contrastive {record['loss_contrastive']:.4f}) {record['epoch_seconds']:.1f}s"
+    )
     if "acc_max" in record:
-        line += (f", eval {record['eval_seconds']:.1f}s: best ACC {record['acc_max']:.4f} ({record['acc_max_variant']}), "
-                 f"k-means++ on h ACC {record['kmeans_h_raw_acc']:.4f}")
+        line += (
+            f", eval {record['eval_seconds']:.1f}s: best ACC {record['acc_max']:.4f} ({record['acc_max_variant']}), "
+            f"k-means++ on h ACC {record['kmeans_h_raw_acc']:.4f}"
+        )
     return line
 
 
@@ -244,23 +270,38 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, help="run folder (default: runs/DATASET-PRESET-seedSEED)")
     run.add_argument("--resume", type=Path, metavar="DIR", help="continue the run in DIR from its last checkpoint")
     run.add_argument("--preset", choices=sorted(ABLATIONS), help="an ablation preset (mixem.presets.ABLATIONS)")
-    run.add_argument("--data-dir", type=Path, help="dataset root in torchvision's layout (default: $MIXEM_DATA_DIR or ./data)")
+    run.add_argument(
+        "--data-dir", type=Path, help="dataset root in torchvision's layout (default: $MIXEM_DATA_DIR or ./data)"
+    )
     run.add_argument("--download", action="store_true", help="download the dataset into --data-dir when missing")
     run.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
-    run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                     help="per-epoch progress bar (default: when stderr is a terminal)")
+    run.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="per-epoch progress bar (default: when stderr is a terminal)",
+    )
     for concern, cls in CONCERNS.items():
         group = parser.add_argument_group(concern)
         for f in dataclasses.fields(cls):
             flag, meta = "--" + f.name.replace("_", "-"), f.metadata
             kind = type(f.default)
             if kind is bool:
-                group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
-                                   help=f"{meta['help']} (default: {f.default})")
+                group.add_argument(
+                    flag,
+                    action=argparse.BooleanOptionalAction,
+                    default=None,
+                    help=f"{meta['help']} (default: {f.default})",
+                )
             else:
-                group.add_argument(flag, type=kind, choices=meta["choices"], default=None, metavar=None
-                                   if meta["choices"] else kind.__name__.upper(),
-                                   help=f"{meta['help']} (default: {f.default})")
+                group.add_argument(
+                    flag,
+                    type=kind,
+                    choices=meta["choices"],
+                    default=None,
+                    metavar=None if meta["choices"] else kind.__name__.upper(),
+                    help=f"{meta['help']} (default: {f.default})",
+                )
     return parser
 
 
@@ -270,7 +311,9 @@ def config_from_args(args: argparse.Namespace) -> Config:
     if args.resume is not None:
         config_file = args.resume / "config.json"
         if not config_file.is_file():
-            raise MixemError(f"No run to resume in {args.resume} (config.json is missing); pass the folder `--out` wrote.")
+            raise MixemError(
+                f"No run to resume in {args.resume} (config.json is missing); pass the folder `--out` wrote."
+            )
         try:
             saved = json.loads(config_file.read_text())
         except json.JSONDecodeError:
@@ -285,11 +328,21 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         config = config_from_args(args).validate()
-        out = args.resume or args.out or Path("runs") / (
-            f"{config.data.dataset}-{args.preset or config.model.head}-seed{config.optim.seed}")
+        out = (
+            args.resume
+            or args.out
+            or Path("runs") / (f"{config.data.dataset}-{args.preset or config.model.head}-seed{config.optim.seed}")
+        )
         print(f"Run folder: {out}", file=sys.stderr)
-        metrics = train(config, out, data_dir=args.data_dir, download=args.download, resume_from=args.resume,
-                        device=args.device, progress=args.progress)
+        metrics = train(
+            config,
+            out,
+            data_dir=args.data_dir,
+            download=args.download,
+            resume_from=args.resume,
+            device=args.device,
+            progress=args.progress,
+        )
     except MixemError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -8,9 +8,24 @@ from mixem.train import build_parser, config_from_args
 
 def test_defaults_are_the_authors():
     flat = Config().to_flat()
-    expected = dict(lr=1e-4, weight_decay=1e-5, batch_size=512, epochs=200, constant_lr_epochs=10, temperature=0.5,
-                    embed_dim=32, num_components=10, w_entropy=2.0, w_instance=0.1, w_pull=0.1, w_push=0.05,
-                    kmeans_n_init=50, backbone="resnet18", head="mixture", instance_form="entropy")
+    expected = dict(
+        lr=1e-4,
+        weight_decay=1e-5,
+        batch_size=512,
+        epochs=200,
+        constant_lr_epochs=10,
+        temperature=0.5,
+        embed_dim=32,
+        num_components=10,
+        w_entropy=2.0,
+        w_instance=0.1,
+        w_pull=0.1,
+        w_push=0.05,
+        kmeans_n_init=50,
+        backbone="resnet18",
+        head="mixture",
+        instance_form="entropy",
+    )
     assert {k: flat[k] for k in expected} == expected
 
 
@@ -41,7 +56,9 @@ def test_every_ablation_preset_is_valid(name):
 
 def test_ablation_presets_add_one_term_at_a_time():
     weights = ("w_entropy", "w_instance", "w_pull", "w_push")
-    active = [tuple(ABLATIONS[p][w] > 0 for w in weights) for p in ("mixture_only", "entropy", "entropy_instance", "mixem")]
+    active = [
+        tuple(ABLATIONS[p][w] > 0 for w in weights) for p in ("mixture_only", "entropy", "entropy_instance", "mixem")
+    ]
     assert active == [(False,) * 4, (True, False, False, False), (True, True, False, False), (True,) * 4]
 
 

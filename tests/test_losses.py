@@ -121,8 +121,13 @@ def test_mixem_loss_combines_weighted_terms(rng):
     weights = dict(temperature=0.5, w_entropy=2.0, w_instance=0.1, w_pull=0.1, w_push=0.05)
     terms = mixem_loss(pi_a, z_a, pi_b, z_b, **weights)
     assert terms["marginal_entropy"].item() == pytest.approx((marginal_entropy(pi_a) + marginal_entropy(pi_b)).item())
-    expected = (terms["contrastive"] - 2.0 * terms["marginal_entropy"] + 0.1 * terms["instance"]
-                + 0.1 * terms["pull"] + 0.05 * terms["push"])
+    expected = (
+        terms["contrastive"]
+        - 2.0 * terms["marginal_entropy"]
+        + 0.1 * terms["instance"]
+        + 0.1 * terms["pull"]
+        + 0.05 * terms["push"]
+    )
     assert terms["total"].item() == pytest.approx(expected.item())
     code_form = mixem_loss(pi_a, z_a, pi_b, z_b, instance_form="max_prob")
     assert code_form["instance"].item() == pytest.approx((max_prob_loss(pi_a) + max_prob_loss(pi_b)).item())

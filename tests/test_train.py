@@ -26,8 +26,12 @@ def read_history(run):
 
 def test_cli_run_writes_config_metrics_history_and_checkpoint(tmp_path):
     run = tmp_path / "run"
-    result = subprocess.run([sys.executable, "-m", "mixem.train", "--dataset", "digits", "--out", str(run), *TINY],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "mixem.train", "--dataset", "digits", "--out", str(run), *TINY],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     config = json.loads((run / "config.json").read_text())
     assert config["dataset"] == "digits" and config["epochs"] == 2 and config["backbone"] == "small_cnn"
@@ -67,12 +71,18 @@ def test_resume_matches_an_uninterrupted_run(tmp_path):
         train(tiny_config(eval_every=0), tmp_path / "b", report=_crash)
     resumed = train(tiny_config(eval_every=0), tmp_path / "b", resume_from=tmp_path / "b")
     assert resumed["acc_max"] == pytest.approx(straight["acc_max"], abs=1e-9)
-    assert read_history(tmp_path / "b")[-1]["loss_total"] == pytest.approx(read_history(tmp_path / "a")[-1]["loss_total"])
+    assert read_history(tmp_path / "b")[-1]["loss_total"] == pytest.approx(
+        read_history(tmp_path / "a")[-1]["loss_total"]
+    )
 
 
 def test_report_gets_a_checkpoint_dir_every_epoch(tmp_path):
     seen = []
-    train(tiny_config(), tmp_path / "run", report=lambda m, ckpt: seen.append((m["epoch"], (ckpt / "checkpoint.pt").is_file())))
+    train(
+        tiny_config(),
+        tmp_path / "run",
+        report=lambda m, ckpt: seen.append((m["epoch"], (ckpt / "checkpoint.pt").is_file())),
+    )
     assert seen == [(1, True), (2, True)]
 
 
