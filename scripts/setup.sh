@@ -12,8 +12,13 @@ if [ ! -x .venv/bin/python ]; then
 fi
 if [ ! -f "$stamp" ] || ! cmp -s pyproject.toml "$stamp"; then
     echo "setup: installing the pinned packages into .venv (a few minutes the first time)" >&2
-    .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --quiet -e '.[dev]'
+    # pip's own chatter goes to a log that is shown only when the install fails.
+    if ! { .venv/bin/python -m pip install --upgrade pip && .venv/bin/python -m pip install -e '.[dev]'; } \
+        > .venv/install.log 2>&1; then
+        tail -n 40 .venv/install.log >&2
+        echo "setup: pip install failed (full log: .venv/install.log)" >&2
+        exit 1
+    fi
     cp pyproject.toml "$stamp"
 fi
 
