@@ -79,7 +79,10 @@ class OptimConfig:
 @dataclass
 class EvalConfig:
     eval_every: int = _field(10, "evaluate the clustering every N epochs (0: only after the last epoch)")
-    kmeans_n_init: int = _field(50, "k-means++ restarts, as the authors")
+    kmeans_n_init: int = _field(50, "k-means++ restarts in the final evaluation, as the authors")
+    interim_kmeans_n_init: int = _field(
+        3, "k-means++ restarts in evaluations before the last epoch: they only rank runs against each other (ASHA)"
+    )
     eval_batch_size: int = _field(1024, "batch size when computing representations")
 
 
@@ -147,6 +150,7 @@ class Config:
             "hidden_dim",
             "cnn_width",
             "kmeans_n_init",
+            "interim_kmeans_n_init",
             "eval_batch_size",
         ):
             if flat[name] <= 0:

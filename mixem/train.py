@@ -44,7 +44,7 @@ from mixem.presets import ABLATIONS
 Report = Callable[[dict, "Path | None"], None]
 LOSS_TERMS = ("total", "contrastive", "marginal_entropy", "instance", "pull", "push")
 # Fields that may change when a run is resumed; anything else would make a different experiment.
-RESUMABLE_CHANGES = {"epochs", "eval_every", "kmeans_n_init", "eval_batch_size"}
+RESUMABLE_CHANGES = {"epochs", "eval_every", "kmeans_n_init", "interim_kmeans_n_init", "eval_batch_size"}
 CHECKPOINT_FILE = "checkpoint.pt"
 
 
@@ -203,7 +203,8 @@ def train(
         record.update({f"loss_{name}": value for name, value in zip(LOSS_TERMS, mean_terms, strict=True)})
         record.update(lr=scheduler.get_last_lr()[0], epoch_seconds=epoch_seconds, eval_seconds=0.0, evaluated=False)
         eval_every = config.eval.eval_every
-        if epoch + 1 == optim.epochs or (eval_every and (epoch + 1) % eval_every == 0):
+        last_epoch = epoch + 1 == optim.epochs
+        if last_epoch or (eval_every and (epoch + 1) % eval_every == 0):
             started = time.perf_counter()
             if rank == 0:  # one rank clusters; the others only train
                 last_eval = evaluate(
@@ -211,7 +212,7 @@ def train(
                     eval_images,
                     eval_labels,
                     data.num_classes,
-                    n_init=config.eval.kmeans_n_init,
+                    n_init=config.eval.kmeans_n_init if last_epoch else config.eval.interim_kmeans_n_init,
                     batch_size=config.eval.eval_batch_size,
                     seed=optim.seed,
                     device=device,
