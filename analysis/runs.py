@@ -1,0 +1,109 @@
+"""Load sweep output folders (``trials.parquet`` and ``epochs.parquet``) into pandas DataFrames.
+
+A sweep folder is what ``tune/sweep.py`` or ``tune/ablate.py`` wrote to ``--output``. Several
+folders (an ablation and an Optuna search, say) load into one frame, told apart by ``sweep``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from mixem.errors import MixemError
+from mixem.evaluate import METRIC_KEYS
+
+TRIALS_FILE = "trials.parquet"
+EPOCHS_FILE = "epochs.parquet"
+LOSS_WEIGHTS = ("w_entropy", "w_instance", "w_pull", "w_push")
+CONFIG_COLUMNS = [f"config/{name}" for name in ("dataset", "seed", "head", "num_components", *LOSS_WEIGHTS,
+                                                  "instance_form")]
+TRIAL_COLUMNS = (["trial_id", "preset", "dataset", "status", "error", *CONFIG_COLUMNS]
+                 + [f"{stage}/{key}" for stage in ("final", "best") for key in METRIC_KEYS]
+                 + ["epochs", "wall_seconds", "gpu_seconds", "cpu_seconds"])
+EPOCH_COLUMNS = ["trial_id", "preset", "epoch", "loss_total", *METRIC_KEYS]
+_FIX = "pass the --output folder of a tune/sweep.py or tune/ablate.py run"
+
+
+def load_runs(*paths: str | Path) -> pd.DataFrame:
+    """The trials of one or more sweep folders (or their ``trials.parquet`` files), one row per trial::
+
+        sweep  trial_id   preset  dataset  status    error  config/<field>..  final/<M>..  best/<M>..  epochs  *_seconds
+        abl    mixem_s0   mixem   digits   finished         seed=0 w_pull=.1  0.81         0.86        30      412.0
+        abl    simclr_s0  simclr  digits   finished         seed=0 w_pull=0   0.74         0.75        30      388.0
+        opt    3f2a_001           digits   errored   OOM..  seed=0 w_pull=.3  NaN          NaN         4       51.0
+
+    ``sweep`` names the folder a row came from; every other column is the sweep's (docs/sweep.md):
+    ``preset`` is "" outside an ablation; ``config/<field>`` is every flat config field;
+    ``final/<M>`` is a metric at the last evaluation and ``best/<M>`` at the epoch where ``acc_max``
+    peaked, for every ``M`` in ``mixem.evaluate.METRIC_KEYS`` (e.g. ``kmeans_h_l2_acc``);
+    ``*_seconds`` are ``wall_seconds``, ``gpu_seconds`` (wall x GPUs held), ``cpu_seconds``.
+    Raises MixemError (one sentence naming the fix) for a path that does not exist, a folder
+    without trials, or a file that is not a sweep's.
+    """
+    frames = []
+    for label, file in _resolve(paths, TRIALS_FILE):
+        frame = _read(file, TRIAL_COLUMNS)
+        if frame.empty:
+            raise MixemError(f"{file} holds no trials yet; wait until a trial of the sweep finishes, or "
+                             f"pass another folder.")
+        frames.append(frame.assign(sweep=label))
+    trials = pd.concat(frames, ignore_index=True)
+    repeated = trials.duplicated(["sweep", "trial_id"])
+    if repeated.any():
+        raise MixemError(f"Trial {trials.loc[repeated, 'trial_id'].iloc[0]!r} appears twice; pass each sweep "
+                         f"folder once.")
+    return trials[["sweep", *(c for c in trials.columns if c != "sweep")]]
+
+
+def load_epochs(*paths: str | Path) -> pd.DataFrame:
+    """The per-epoch rows of the same folders (their ``epochs.parquet``), one row per (trial, epoch)::
+
+        sweep  trial_id  preset  epoch  loss_total  loss_<term>...  lr  epoch_seconds  eval_seconds  <M>...
+        abl    mixem_s0  mixem   1      5.91        ...                 13.2           0.0           NaN
+        abl    mixem_s0  mixem   2      5.42        ...                 13.0           4.1           0.61
+
+    Metrics ``<M>`` (every key of ``mixem.evaluate.METRIC_KEYS``) are NaN at epochs that were not
+    evaluated. Join to ``load_runs`` on (sweep, trial_id).
+    """
+    frames = [_read(file, EPOCH_COLUMNS).assign(sweep=label) for label, file in _resolve(paths, EPOCHS_FILE)]
+    epochs = pd.concat(frames, ignore_index=True)
+    return epochs[["sweep", *(c for c in epochs.columns if c != "sweep")]]
+
+
+def _resolve(paths, file_name: str) -> list[tuple[str, Path]]:
+    """(label, file) per path: a sweep folder, or a Parquet file inside one."""
+    if not paths:
+        raise MixemError(f"No sweep folder given; {_FIX}.")
+    paths = [Path(path) for path in paths]
+    for path in paths:
+        if not path.exists():
+            raise MixemError(f"{path} does not exist; {_FIX}.")
+    folders = [path if path.is_dir() else path.parent for path in paths]
+    names = [folder.resolve().name for folder in folders]
+    resolved = []
+    for path, folder in zip(paths, folders, strict=True):
+        # A Parquet file given by name is read as the trials; its epochs are the folder's.
+        named = path.is_file() and file_name == TRIALS_FILE and path.name != EPOCHS_FILE
+        file = path if named else folder / file_name
+        if not file.is_file():
+            raise MixemError(f"{folder} holds no {file_name}, so no sweep has written results there yet; {_FIX}.")
+        # Folders are told apart by name; two folders of the same name keep their paths as given.
+        name = folder.resolve().name
+        resolved.append((name if names.count(name) == 1 else str(folder), file))
+    return resolved
+
+
+def _read(file: Path, required: list[str]) -> pd.DataFrame:
+    try:
+        table = pq.read_table(file)
+    except (OSError, pa.ArrowException) as error:
+        raise MixemError(f"{file} is not a readable Parquet file ({error}); {_FIX}.") from None
+    missing = [column for column in required if column not in table.column_names]
+    if missing:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        raise MixemError(f"{file} lacks the columns {shown}, so it was not written by this version of the "
+                         f"sweep; {_FIX}.")
+    return table.to_pandas()
