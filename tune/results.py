@@ -114,6 +114,7 @@ class ResultStore:
         self.trials: list[dict] = []
         self.epochs: list[dict] = []
         self.running: dict[str, dict] = {}  # trial_id -> {"preset", "wall_seconds", "epochs": {epoch: row}}
+        self.resumed_wall: dict[str, float] = {}  # wall time each running trial had when this store was opened
 
     @classmethod
     def open(cls, folder: str | Path) -> ResultStore:
@@ -132,6 +133,7 @@ class ResultStore:
             except (json.JSONDecodeError, KeyError, AttributeError, ValueError) as error:
                 raise MixemError(f"{running_file} is corrupt ({error}); delete it to resume without the "
                                  "epochs of the trials that were running.") from None
+        store.resumed_wall = {trial_id: entry["wall_seconds"] for trial_id, entry in store.running.items()}
         return store
 
     @property
@@ -139,11 +141,12 @@ class ResultStore:
         return {row["trial_id"] for row in self.trials}
 
     def wall_seconds_before(self, trial_id: str) -> float:
-        """Wall time a trial already ran before this driver (a resumed trial continues the count)."""
-        return self.running.get(trial_id, {}).get("wall_seconds", 0.0)
+        """Wall time a trial ran before this store was opened (a resumed trial continues the count)."""
+        return self.resumed_wall.get(trial_id, 0.0)
 
     def add_epoch(self, trial_id: str, preset: str, metrics: dict, wall_seconds: float) -> None:
-        """Record a running trial's epoch; a retried trial that repeats an epoch replaces it."""
+        """Record a running trial's epoch and its wall time so far (``wall_seconds``, kept for a
+        resume); a retried trial that repeats an epoch replaces it."""
         entry = self.running.setdefault(trial_id, {"preset": preset, "wall_seconds": 0.0, "epochs": {}})
         row = epoch_row(trial_id, preset, metrics)
         entry["epochs"][row["epoch"]] = row
@@ -166,6 +169,13 @@ class ResultStore:
         self.running.pop(trial_id, None)
         self._write_running()
         return row
+
+    def write_empty(self) -> None:
+        """Create both Parquet files with no rows, so readers find the schema before any trial ends."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for name, schema in ((EPOCHS_FILE, epochs_schema()), (TRIALS_FILE, trials_schema())):
+            if not (self.folder / name).exists():
+                write_parquet(self.folder / name, [], schema)
 
     def _write_running(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)

@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
+import socket
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -42,7 +44,7 @@ from mixem.data import DATASETS
 from mixem.errors import MixemError
 from mixem.evaluate import METRIC_KEYS
 from mixem.presets import ABLATIONS
-from tune.results import TRIALS_FILE, EPOCHS_FILE, ResultStore
+from tune.results import EPOCHS_FILE, TRIALS_FILE, ResultStore
 from tune.space import Choice, LogUniform, search_space
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -54,7 +56,7 @@ NAN = float("nan")
 TRIAL_DRIVER_MEMORY = 256 * 2**20
 # What --smoke-test sets unless given explicitly: tiny, for CI and a first try.
 SMOKE = {"num_samples": 4, "max_epochs": 2, "grace_epochs": 1, "seeds": 1}
-SMOKE_FIXED = {"kmeans_n_init": 2, "eval_every": 1}
+SMOKE_FIXED = {"kmeans_n_init": 2, "interim_kmeans_n_init": 2, "eval_every": 1}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -65,6 +67,8 @@ def train_worker(loop_config: dict) -> None:
     """Body of every Ray Train worker of a trial: train its config, report each epoch to Ray."""
     from mixem.train import train  # torch is imported in the workers, not in the sweep's driver
 
+    # Ray Train logs every report with its whole metrics dict at INFO on the root logger.
+    logging.getLogger().setLevel(logging.WARNING)
     config = Config.from_flat(loop_config["config"])
     metric = loop_config["metric"]
     last_value = NAN  # the searched metric at the latest evaluation (NaN before the first)
@@ -119,7 +123,7 @@ def make_trainable(resources: TrialResources, *, train_storage: str, data_dir: s
     """The function trainable of the sweep, with its resources. ``driver_node`` pins every trial's
     driver to the node of the sweep's driver, so trial drivers only die with the sweep (which
     ``--resume`` covers); the Train workers go wherever there are CPUs and GPUs."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -140,15 +144,20 @@ def make_trainable(resources: TrialResources, *, train_storage: str, data_dir: s
                 callbacks=[TuneReportCallback()],
                 failure_config=FailureConfig(max_failures=max_failures),
                 checkpoint_config=CheckpointConfig(num_to_keep=2),
+                logging_config=LoggingConfig(log_level="WARNING"),  # not every report's whole metrics dict
             ),
         )
         trainer.fit()
 
+    # What Tune's progress output shows of each result (all ~60 metrics otherwise).
+    run_trial._progress_metrics = ["epoch", "loss_total", metric, "acc_max_variant"]
     return tune.with_resources(run_trial, {"cpu": 0, "memory": TRIAL_DRIVER_MEMORY, f"node:{driver_node}": 0.001})
 
 
-def trial_dirname(trial) -> str:
-    return trial.trial_id  # short: Ray's default folder names repeat every parameter
+def trial_name(trial) -> str:
+    """Trials are named by their id, as in the Parquet files (Ray's default folder names also repeat
+    every parameter, too long for some file systems)."""
+    return trial.trial_id
 
 
 class OptunaSpace:
@@ -180,6 +189,8 @@ class OptunaSpace:
 class ResultsCallback(tune.Callback):
     """Runs in the sweep's driver: each epoch into ``.running.json``, each ended trial into Parquet."""
 
+    clock = staticmethod(time.time)  # tests replace it
+
     def __init__(self, output: Path, resources: TrialResources):
         self.output, self.resources = output, resources
         self.store: ResultStore | None = None
@@ -190,11 +201,11 @@ class ResultsCallback(tune.Callback):
         self.store = ResultStore.open(self.output)
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        self.started[trial.trial_id] = time.time()
+        self.started[trial.trial_id] = self.clock()
 
     def _wall_seconds(self, trial) -> float:
-        started = self.started.get(trial.trial_id, time.time())
-        return self.store.wall_seconds_before(trial.trial_id) + time.time() - started
+        now = self.clock()
+        return self.store.wall_seconds_before(trial.trial_id) + now - self.started.get(trial.trial_id, now)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if "epoch" not in result:
@@ -210,10 +221,7 @@ class ResultsCallback(tune.Callback):
         self._finish(trial, config, "early_stopped" if early else "finished")
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        try:
-            config = trial_config_to_config(trial.config).to_flat()
-        except MixemError:
-            config = Config().to_flat()
+        config = trial_config_to_config(trial.config).to_flat()
         self._finish(trial, config, "errored", error=error_summary(trial.get_error() or "unknown error"))
 
     def _finish(self, trial, config: dict, status: str, error: str = "") -> None:
@@ -240,8 +248,8 @@ def error_summary(traceback_text: str) -> str:
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags shared by the sweep and the ablation (tune/ablate.py): what runs, where, on what."""
     what = parser.add_argument_group("what to train")
-    what.add_argument("--dataset", choices=sorted(DATASET_PRESETS),
-                      help="dataset to train on (required unless --resume); its preset is mixem.config.DATASET_PRESETS")
+    what.add_argument("--dataset", help=f"dataset to train on, one of {', '.join(DATASET_PRESETS)} (required unless "
+                      "--resume); its preset is mixem.config.DATASET_PRESETS")
     what.add_argument("--max-epochs", type=int,
                       help="epochs of a trial that is not stopped early (default: the dataset preset's epochs)")
     what.add_argument("--space", nargs="+", default=[], metavar="NAME=VALUE|FILE.json",
@@ -251,8 +259,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                       "same strings, numbers, or lists of values (e.g. --space num_components=10 w_push=0)")
     what.add_argument("--metric", default="acc_max",
                       help="metric to maximise, one of mixem.evaluate.METRIC_KEYS (acc_max: the best clustering "
-                      "ACC over all K-means variants)")
-    what.add_argument("--seed", type=int, default=0, help="training seed of every trial, and the searcher's seed")
+                      "ACC over all K-means variants; default: %(default)s)")
+    what.add_argument("--seed", type=int, default=0,
+                      help="training seed of every trial, and the searcher's seed (default: %(default)s)")
     what.add_argument("--data-dir", type=Path,
                       help="dataset root, the same path on every node (default: $MIXEM_DATA_DIR, else ./data)")
     where = parser.add_argument_group("where it runs")
@@ -261,16 +270,18 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                        "`ray up` or `ray start`), or HOST:PORT (default: start a local Ray on this machine)")
     where.add_argument("--workers-per-trial", type=int, default=1,
                        help="Ray Train workers per trial; more than 1 trains with DDP, each worker taking a "
-                       "share of every batch")
+                       "share of every batch (default: %(default)s)")
     where.add_argument("--gpus-per-worker", type=float,
                        help="GPUs per Train worker (default: 1 when the cluster has GPUs, else 0)")
-    where.add_argument("--cpus-per-worker", type=float, default=1, help="CPUs per Train worker")
+    where.add_argument("--cpus-per-worker", type=float, default=1, help="CPUs per Train worker (default: %(default)s)")
     where.add_argument("--max-concurrent", type=int,
                        help="trials running at once (default: as many as the cluster's CPUs and GPUs hold)")
     where.add_argument("--backend", choices=["auto", "gloo", "nccl"], default="auto",
-                       help="torch.distributed backend; auto: nccl for several GPU workers per trial, else gloo")
+                       help="torch.distributed backend; auto (default): nccl for several GPU workers per trial, "
+                       "else gloo")
     where.add_argument("--max-failures", type=int, default=2,
-                       help="times Ray Train restarts a trial's workers after a failure, from its last epoch")
+                       help="times Ray Train restarts a trial's workers after a failure, from its last epoch "
+                       "(default: %(default)s)")
     out = parser.add_argument_group("results")
     out.add_argument("--output", type=Path,
                      help="folder for trials.parquet, epochs.parquet and sweep.json (default: "
@@ -291,21 +302,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python tune/sweep.py",
         description="Search MIX'EM's loss weights and K (tune/space.py) with Ray Tune: each trial trains with "
-        "Ray Train, ASHA stops weak trials early, and every trial and epoch lands in Parquet files.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        "Ray Train, ASHA stops weak trials early, and every trial and epoch lands in Parquet files "
+        "(docs/sweep.md lists their columns).",
+        epilog="examples:\n"
+        "  python tune/sweep.py --dataset digits --smoke-test\n"
+        "  python tune/sweep.py --dataset digits --num-samples 16 --output sweeps/digits\n"
+        "  python tune/sweep.py --dataset digits --space num_components=10 w_push=0 lr=1e-3:1e-2\n"
+        "  python tune/sweep.py --output sweeps/digits --resume\n"
+        "  python tune/sweep.py --dataset cifar100-20 --address auto --gpus-per-worker 1 --storage s3://BUCKET/sweeps",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_run_arguments(parser)
     search = parser.add_argument_group("search")
     search.add_argument("--search", choices=["optuna", "random", "grid"], default="optuna",
                         help="optuna: Optuna's TPE; random: random draws from the same space; grid: every "
-                        "combination of each parameter's grid values (tune/space.py)")
+                        "combination of each parameter's grid values (tune/space.py); default: %(default)s")
     search.add_argument("--num-samples", type=int,
                         help="trials to run (default: 16; with --search grid, repeats of the whole grid, default 1)")
     search.add_argument("--grace-epochs", type=int,
                         help="epochs every trial gets before ASHA may stop it; the sweep also evaluates every "
                         "that many epochs (default: max(1, max-epochs // 10))")
     search.add_argument("--reduction-factor", type=float, default=3,
-                        help="ASHA keeps the best 1/reduction-factor of trials at each rung")
+                        help="ASHA keeps the best 1/reduction-factor of trials at each rung (default: %(default)s)")
     return parser
 
 
@@ -370,11 +388,12 @@ def read_space_args(tokens: list[str]) -> dict:
     return specs
 
 
-def resolve_space(dataset: str, specs: dict, base: dict) -> tuple[dict, dict]:
+def resolve_space(dataset: str, specs: dict, base: dict, *, search: bool = True) -> tuple[dict, dict]:
     """Apply ``--space`` to the default search space: returns (fixed overrides, searched space), both
-    checked, so that a bad name or value fails here with one sentence rather than in every trial."""
+    checked, so that a bad name or value fails here with one sentence rather than in every trial.
+    With ``search=False`` (the ablation) nothing is searched and --space may only fix values."""
     defaults = Config.for_dataset(dataset)
-    space = search_space(DATASETS[dataset].num_classes, defaults.optim.lr)
+    space = search_space(DATASETS[dataset].num_classes, defaults.optim.lr) if search else {}
     fixed = dict(base)
     for name, value in specs.items():
         if name in ("dataset", "epochs"):
@@ -388,6 +407,8 @@ def resolve_space(dataset: str, specs: dict, base: dict) -> tuple[dict, dict]:
             raise MixemError(f"--space {name}={value!r} cannot be read: {error}.") from None
         space.pop(name, None)
         fixed.pop(name, None)
+        if spec[0] != "fixed" and not search:
+            raise MixemError(f"--space {name}={value} searches, but this run searches nothing; give one value.")
         if spec[0] == "fixed":
             fixed[name] = spec[1]
         elif spec[0] == "choice":
@@ -405,7 +426,10 @@ def resolve_space(dataset: str, specs: dict, base: dict) -> tuple[dict, dict]:
     # Check each value a trial may see once, on top of the fixed fields.
     check_config(dataset, fixed)
     for name, param in space.items():
-        values = param.values if isinstance(param, Choice) else (param.low, param.high) + ((0.0,) if param.or_zero else ())
+        if isinstance(param, Choice):
+            values = param.values
+        else:
+            values = (param.low, param.high) + ((0.0,) if param.or_zero else ())
         for value in values:
             check_config(dataset, {**fixed, name: value})
     return fixed, space
@@ -422,6 +446,7 @@ def grid_space(space: dict) -> dict:
 
 def plan_sweep(args: argparse.Namespace, fixed: dict, space: dict) -> Plan:
     """The searcher and ASHA for ``tune/sweep.py``."""
+    import optuna
     from optuna.samplers import RandomSampler, TPESampler
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
@@ -430,6 +455,7 @@ def plan_sweep(args: argparse.Namespace, fixed: dict, space: dict) -> Plan:
                               reduction_factor=args.reduction_factor)
     if args.search == "grid":
         return Plan({**fixed, **grid_space(space)}, None, scheduler, args.num_samples or 1, list(space))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # not a line per study and trial
     sampler = TPESampler(seed=args.seed) if args.search == "optuna" else RandomSampler(seed=args.seed)
     searcher = OptunaSearch(space=OptunaSpace(space, fixed), metric=args.metric, mode="max", sampler=sampler)
     return Plan({}, searcher, scheduler, args.num_samples or 16, list(space))
@@ -439,15 +465,54 @@ def plan_sweep(args: argparse.Namespace, fixed: dict, space: dict) -> Plan:
 # Running an experiment (the sweep, or the ablation of tune/ablate.py)
 
 
-def start_ray(address: str | None) -> None:
-    """Join ``address``, or start a local Ray whose workers can import this project."""
+def start_ray(address: str | None, **init_kwargs) -> None:
+    """Join ``address``, or start a local Ray whose workers can import this project.
+
+    Every worker of the job gets RAY_API_SERVER_ADDRESS, the dashboard's URL: Train frees the
+    placement group of a trial that ASHA stopped from a detached actor that asks the dashboard's
+    state API whether the trial's controller is gone, and without that variable the API looks for
+    "the" Ray on the machine; with two (two users, or tests beside a sweep) it fails, the stopped
+    trials' CPUs are never freed and the sweep waits forever.
+    """
     if address is None:
         # Workers started by a local Ray inherit this environment; a cluster installs the project.
         os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
-    # The dashboard serves the state API that Train's placement-group cleaner polls: without it the
-    # placement groups of trials that ASHA stopped are never freed and later trials wait forever.
-    ray.init(address=address, include_dashboard=True if address is None else None, log_to_driver=True,
-             logging_level="WARNING")
+        port = free_port()
+        init_kwargs.update(include_dashboard=True, dashboard_port=port)
+        api_server = f"http://127.0.0.1:{port}"
+    else:
+        api_server = dashboard_url(address)
+    # "local": a new Ray of our own. (None would join any cluster `ray start` left on this machine.)
+    ray.init(address=address or "local", runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": api_server}}
+             if api_server else None, log_to_driver=True, logging_level="WARNING", **init_kwargs)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def dashboard_url(address: str) -> str | None:
+    """The dashboard URL of the cluster at ``address``, or None (with a warning) if it has none."""
+    from ray.dashboard.utils import get_address_for_submission_client
+
+    host, _, port = address.rpartition(":")
+    if host and port.isdigit() and "://" not in address:
+        try:  # Ray would retry an unreachable HOST:PORT forever
+            socket.create_connection((host, int(port)), timeout=10).close()
+        except OSError as error:
+            raise MixemError(f"No Ray cluster answers at --address {address} ({error}); check the address, or "
+                             "leave --address out to run locally.") from None
+    try:
+        return get_address_for_submission_client(address)
+    except ConnectionError as error:
+        raise MixemError(f"No Ray cluster to join at --address {address} ({error}); start one (`ray up "
+                         "cluster.yaml`, `ray start --head`) or leave --address out to run locally.") from None
+    except Exception as error:  # e.g. a cluster without the dashboard: only the cleanup of stopped trials suffers
+        print(f"warning: no dashboard found for the Ray cluster at {address} ({error}); placement groups of "
+              "trials that ASHA stops may not be freed (install ray[default] on the cluster).", file=sys.stderr)
+        return None
 
 
 def trial_resources(args: argparse.Namespace) -> TrialResources:
@@ -464,8 +529,11 @@ def trial_resources(args: argparse.Namespace) -> TrialResources:
 def max_concurrent_trials(resources: TrialResources, requested: int | None, local: bool) -> int:
     """--max-concurrent, else as many trials as the cluster's CPUs (and GPUs) hold at once."""
     available = ray.cluster_resources()
-    if resources.gpus and not available.get("GPU", 0) and local:
-        raise MixemError("--gpus-per-worker asks for GPUs but this machine has none; pass --gpus-per-worker 0.")
+    if resources.gpus and not available.get("GPU", 0):
+        if local:
+            raise MixemError("--gpus-per-worker asks for GPUs but this machine has none; pass --gpus-per-worker 0.")
+        print("warning: the cluster has no GPU yet; trials wait for the autoscaler to add GPU nodes (pass "
+              "--max-concurrent to run more than one trial at a time then).", file=sys.stderr)
     if requested is not None:
         return requested
     fits = [available.get("CPU", 0) / resources.cpus] if resources.cpus else []
@@ -475,7 +543,7 @@ def max_concurrent_trials(resources: TrialResources, requested: int | None, loca
     return max(1, int(min(fits))) if fits else 1
 
 
-def resolve_args(args: argparse.Namespace, parser: argparse.ArgumentParser, kind: str) -> argparse.Namespace:
+def resolve_args(args: argparse.Namespace, kind: str) -> argparse.Namespace:
     """Fill defaults that depend on other flags; on --resume, the settings the run was started with."""
     if args.resume:
         if args.output is None:
@@ -500,7 +568,8 @@ def resolve_args(args: argparse.Namespace, parser: argparse.ArgumentParser, kind
         restored.name, restored.storage = saved["name"], saved["storage"]
         return restored
     if args.dataset is None:
-        parser.error("--dataset is required (unless --resume)")
+        raise MixemError("--dataset is required (unless --resume); e.g. --dataset digits.")
+    Config.for_dataset(args.dataset)  # an unknown name fails here, with the list of datasets
     if args.smoke_test:
         for name, value in SMOKE.items():
             if getattr(args, name, None) is None and hasattr(args, name):
@@ -535,15 +604,16 @@ def base_overrides(args: argparse.Namespace) -> dict:
     return base
 
 
-def run(args: argparse.Namespace, parser: argparse.ArgumentParser, kind: str, make_plan) -> int:
+def run(args: argparse.Namespace, kind: str, make_plan) -> int:
     """Resolve the command line, start Ray, run the Tuner (new or restored), print a summary.
     ``make_plan(args, fixed, space) -> Plan`` is the sweep's or the ablation's."""
-    args = resolve_args(args, parser, kind)
-    fixed, space = resolve_space(args.dataset, read_space_args(args.space), base_overrides(args))
-    plan = make_plan(args, fixed, space)
+    args = resolve_args(args, kind)
     output = args.output.resolve()
-    if not args.resume and (output / TRIALS_FILE).exists():
+    if not args.resume and (output / SETTINGS_FILE).exists():
         raise MixemError(f"{output} already holds a sweep; pass --resume to continue it, or another --output.")
+    fixed, space = resolve_space(args.dataset, read_space_args(args.space), base_overrides(args),
+                                 search=kind == "sweep")
+    plan = make_plan(args, fixed, space)
     store = ResultStore.open(output)  # a corrupt results file stops us here, before anything is written
     data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else os.environ.get("MIXEM_DATA_DIR")
     if data_dir and "://" not in data_dir:
@@ -551,7 +621,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, kind: str, ma
     if args.address is None:
         check_data(args.dataset, data_dir)
 
-    start_ray(args.address)
+    owns_ray = not ray.is_initialized()  # tests (and notebooks) may have started Ray already
+    if owns_ray:
+        start_ray(args.address)
     try:
         resources = trial_resources(args)
         concurrent = max_concurrent_trials(resources, args.max_concurrent, local=args.address is None)
@@ -566,10 +638,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, kind: str, ma
                                    data_dir=data_dir, metric=args.metric, max_failures=args.max_failures,
                                    driver_node=ray.util.get_node_ip_address())
         experiment = join_storage(args.storage, args.name)
-        print(f"{kind}: {plan.num_samples} x {'grid' if args.search == 'grid' else 'trials'} on {args.dataset}, "
-              f"{args.max_epochs} epochs, up to {concurrent} at once, each {resources.workers} worker(s) x "
-              f"{resources.cpus_per_worker:g} CPU, {resources.gpus_per_worker:g} GPU; results in {output}",
-              file=sys.stderr) if hasattr(args, "search") else None
+        grid = " x the grid" if getattr(args, "search", "") == "grid" else ""
+        print(f"{kind} {args.name}: {plan.num_samples} trial(s){grid} on {args.dataset}, {args.max_epochs} epochs, "
+              f"up to {concurrent} at once, each {resources.workers} worker(s) x ({resources.cpus_per_worker:g} CPU, "
+              f"{resources.gpus_per_worker:g} GPU); results in {output}", file=sys.stderr)
         if args.resume:
             if not tune.Tuner.can_restore(experiment):
                 raise MixemError(f"Ray's experiment state in {experiment} is missing, so the sweep cannot be "
@@ -583,7 +655,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, kind: str, ma
                 tune_config=tune.TuneConfig(
                     metric=args.metric, mode="max", search_alg=plan.search_alg, scheduler=plan.scheduler,
                     num_samples=plan.num_samples, max_concurrent_trials=concurrent,
-                    trial_dirname_creator=trial_dirname),
+                    trial_name_creator=trial_name, trial_dirname_creator=trial_name),
                 run_config=tune.RunConfig(
                     name=args.name, storage_path=args.storage, callbacks=[ResultsCallback(output, resources)],
                     # Train retries the workers from their checkpoint; the trial driver lives on this
@@ -591,10 +663,14 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, kind: str, ma
                     failure_config=tune.FailureConfig(max_failures=0), verbose=1),
             )
         started = time.time()
-        tuner.fit()
+        results = tuner.fit()
         print_summary(output, args.metric, plan.varied, time.time() - started)
+        if results.num_terminated + results.num_errors < len(results):  # interrupted (Ctrl+C)
+            print(f"Some trials did not finish; continue with: python tune/{'sweep' if kind == 'sweep' else 'ablate'}"
+                  f".py --output {args.output} --resume")
     finally:
-        ray.shutdown()
+        if owns_ray:
+            ray.shutdown()
     return 0
 
 
@@ -610,32 +686,42 @@ def check_data(dataset: str, data_dir: str | None) -> None:
 
 
 def print_summary(output: Path, metric: str, varied: list[str], wall_seconds: float) -> None:
-    """Best trial, its config and metrics, and where the files are."""
+    """Best trial (or, for an ablation, each preset over seeds), where the files are, and where the
+    time went: training and evaluation as the workers measured them, the rest is Ray's overhead."""
     import pandas as pd
 
-    trials = pd.read_parquet(output / TRIALS_FILE)
-    counts = trials["status"].value_counts().to_dict()
-    print(f"\n{len(trials)} trials ({', '.join(f'{n} {s}' for s, n in counts.items()) or 'none finished'}) "
-          f"in {wall_seconds / 60:.1f} min", file=sys.stderr)
+    trials, epochs = pd.read_parquet(output / TRIALS_FILE), pd.read_parquet(output / EPOCHS_FILE)
+    counts = ", ".join(f"{n} {status}" for status, n in trials["status"].value_counts().items()) or "none ended"
+    print(f"\n{len(trials)} trials ({counts}) in {wall_seconds / 60:.1f} min")
+    if len(trials):
+        working = (epochs["epoch_seconds"] + epochs["eval_seconds"]).sum() / len(trials)
+        per_trial = trials["wall_seconds"].mean()
+        print(f"per trial: {per_trial:.0f} s wall, of which {working:.0f} s training and evaluation, "
+              f"{per_trial - working:.0f} s Ray overhead (starting the trial and its workers, checkpoints)")
     scored = trials[trials["status"] != "errored"].dropna(subset=[f"final/{metric}"])
-    if len(scored):
+    if len(scored) and "preset" in varied:
+        print(f"{'preset':<18}{'runs':>5}  final {metric}, mean ± std over seeds")
+        for preset, group in scored.groupby("preset", sort=False):
+            values = group[f"final/{metric}"]
+            print(f"{preset:<18}{len(values):>5}  {values.mean():.4f} ± {values.std(ddof=0):.4f}")
+    elif len(scored):
         best = scored.loc[scored[f"final/{metric}"].idxmax()]
-        config = ", ".join(f"{name}={best[f'config/{name}']:.4g}" if isinstance(best.get(f"config/{name}"), float)
-                           else f"{name}={best.get(f'config/{name}', best.get(name))}" for name in varied)
-        print(f"best trial {best['trial_id']} ({best['status']}, {best['epochs']} epochs): {config}", file=sys.stderr)
-        print(f"  final {metric} {best[f'final/{metric}']:.4f} (best epoch {best[f'best/{metric}']:.4f}); "
-              f"k-means++ on h (L2): ACC {best['final/kmeans_h_l2_acc']:.4f} NMI {best['final/kmeans_h_l2_nmi']:.4f} "
-              f"ARI {best['final/kmeans_h_l2_ari']:.4f}", file=sys.stderr)
+        config = ", ".join(f"{name}={best[f'config/{name}']:.4g}" if isinstance(best[f"config/{name}"], float)
+                           else f"{name}={best[f'config/{name}']}" for name in varied)
+        print(f"best trial {best['trial_id']} ({best['status']}, {best['epochs']} epochs): {config}")
+        print(f"  final {metric} {best[f'final/{metric}']:.4f} (at its best evaluation {best[f'best/{metric}']:.4f}); "
+              f"k-means++ on h, L2: ACC {best['final/kmeans_h_l2_acc']:.4f} NMI {best['final/kmeans_h_l2_nmi']:.4f} "
+              f"ARI {best['final/kmeans_h_l2_ari']:.4f}")
     for _, row in trials[trials["status"] == "errored"].head(3).iterrows():
-        print(f"errored trial {row['trial_id']}: {row['error']}", file=sys.stderr)
-    print(f"results: {output / TRIALS_FILE}\n         {output / EPOCHS_FILE}", file=sys.stderr)
+        print(f"errored trial {row['trial_id']}: {row['error']}")
+    print(f"results: {output / TRIALS_FILE}\n         {output / EPOCHS_FILE}")
 
 
 def main(argv: list[str] | None = None, *, parser=None, kind="sweep", make_plan=plan_sweep) -> int:
     parser = parser or build_parser()
     args = parser.parse_args(argv)
     try:
-        return run(args, parser, kind, make_plan)
+        return run(args, kind, make_plan)
     except MixemError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
