@@ -35,7 +35,7 @@ def load_runs(*paths: str | Path) -> pd.DataFrame:
         abl    simclr_s0  simclr  digits   finished         seed=0 w_pull=0   0.74         0.75        30      388.0
         opt    3f2a_001           digits   errored   OOM..  seed=0 w_pull=.3  NaN          NaN         4       51.0
 
-    ``sweep`` names the folder a row came from; every other column is the sweep's (docs/sweep.md):
+    ``sweep`` names the folder a row came from; every other column is the sweep's (README, "Results"):
     ``preset`` is "" outside an ablation; ``config/<field>`` is every flat config field;
     ``final/<M>`` is a metric at the last evaluation and ``best/<M>`` at the epoch where ``acc_max``
     peaked, for every ``M`` in ``mixem.evaluate.METRIC_KEYS`` (e.g. ``kmeans_h_l2_acc``);

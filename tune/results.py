@@ -1,7 +1,7 @@
 """Sweep results as two Parquet files, rewritten atomically as trials finish.
 
 ``OUT/trials.parquet`` has one row per finished trial, ``OUT/epochs.parquet`` one row per
-(trial, epoch); the columns are ``trials_schema()`` and ``epochs_schema()`` (docs/sweep.md lists
+(trial, epoch); the columns are ``trials_schema()`` and ``epochs_schema()`` (the README lists
 them). Each file is written to a temporary name, then renamed over the old one, so a reader or
 a driver killed at any moment sees either the old or the new whole file, and every finished
 trial survives. The epochs of trials still running are kept in ``OUT/.running.json`` (also

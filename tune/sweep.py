@@ -303,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python tune/sweep.py",
         description="Search MIX'EM's loss weights and K (tune/space.py) with Ray Tune: each trial trains with "
         "Ray Train, ASHA stops weak trials early, and every trial and epoch lands in Parquet files "
-        "(docs/sweep.md lists their columns).",
+        "(the README lists their columns).",
         epilog="examples:\n"
         "  python tune/sweep.py --dataset digits --smoke-test\n"
         "  python tune/sweep.py --dataset digits --num-samples 16 --output sweeps/digits\n"
