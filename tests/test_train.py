@@ -123,3 +123,32 @@ def test_missing_data_exits_2_and_says_where_files_go(tmp_path, capsys):
     code = main(["--dataset", "cifar10", "--data-dir", str(tmp_path / "nodata"), "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2 and "cifar-10-batches-py" in err and "--download" in err
+
+
+def _ddp_worker(rank: int, init_file: str, out_dir: str, results: dict) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        reports = []
+        final = train(tiny_config(), out_dir, report=lambda metrics, ckpt: reports.append((metrics, ckpt)))
+        results[rank] = {
+            "final": final,
+            "epochs": [m["epoch"] for m, _ in reports],
+            "checkpoints": [ckpt is not None for _, ckpt in reports],
+        }
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_across_two_processes_trains_and_evaluates_on_rank_0(tmp_path):
+    import torch.multiprocessing as mp
+
+    with mp.Manager() as manager:
+        results = manager.dict()
+        mp.spawn(_ddp_worker, args=(str(tmp_path / "init"), str(tmp_path / "run"), results), nprocs=2)
+        results = dict(results)
+    assert results[0]["epochs"] == results[1]["epochs"] == [1, 2]  # every rank reports every epoch
+    assert results[0]["checkpoints"] == [True, True] and results[1]["checkpoints"] == [False, False]
+    assert results[0]["final"]["acc_max"] > 0.3 and results[1]["final"] == {}  # rank 0 alone clusters
+    assert torch.load(tmp_path / "run" / "checkpoint" / "checkpoint.pt", weights_only=False)["epoch"] == 2
