@@ -154,6 +154,8 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, steps_per_epoch, optim))
 
     start_epoch, history, last_eval = 0, [], {}
+    if resume_from is None and (out_dir / "checkpoint" / CHECKPOINT_FILE).exists():
+        raise MixemError(f"{out_dir} already holds a run; continue it with --resume {out_dir} or choose another --out.")
     if resume_from is not None:
         state = _load_checkpoint(resume_from, config)
         model.load_state_dict(state["model"])

@@ -93,6 +93,15 @@ def test_resume_refuses_a_different_experiment(tmp_path):
         train(tiny_config(epochs=2, w_entropy=1.0), run, resume_from=run)
 
 
+def test_a_new_run_never_overwrites_a_finished_one(tmp_path):
+    run = tmp_path / "run"
+    train(tiny_config(epochs=1), run)
+    before = (run / "checkpoint" / "checkpoint.pt").read_bytes()
+    with pytest.raises(MixemError, match="already holds a run; continue it with --resume"):
+        train(tiny_config(epochs=1), run)
+    assert (run / "checkpoint" / "checkpoint.pt").read_bytes() == before
+
+
 def test_lr_schedule_is_constant_then_cosine():
     cfg = Config().optim
     cfg.epochs, cfg.constant_lr_epochs = 20, 10
