@@ -13,9 +13,9 @@ holds no timestamp or machine path: the same sweep output gives the same report.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -24,6 +24,7 @@ from matplotlib.figure import Figure
 from analysis import plots, tables
 from analysis.runs import load_epochs, load_runs
 from mixem.errors import MixemError
+from mixem.files import write_atomic
 
 MARKDOWN_FILE = "report.md"
 LATEX_FILE = "report.tex"
@@ -159,20 +160,13 @@ def write_report(paths: list[str | Path], out: str | Path | None = None, stage: 
                 if figure is None:
                     (out / name).unlink(missing_ok=True)  # a figure of an earlier report would mislead
                 else:
-                    _replace(out / name, lambda path, figure=figure: figure.savefig(path, format="png", dpi=110))
-        _replace(out / LATEX_FILE, lambda path: path.write_text(render_latex(sections, header)))
-        _replace(out / MARKDOWN_FILE, lambda path: path.write_text(render_markdown(sections, header)))
+                    write_atomic(out / name, partial(figure.savefig, format="png", dpi=110))
+        write_atomic(out / LATEX_FILE, render_latex(sections, header))
+        write_atomic(out / MARKDOWN_FILE, render_markdown(sections, header))
     except OSError as error:
         raise MixemError(f"Cannot write the report into {out} ({error.strerror}); "
                          "pass --out a writable folder.") from None
     return out / MARKDOWN_FILE
-
-
-def _replace(path: Path, write) -> None:
-    """Write through ``write(tmp_path)``, then rename over ``path``: readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> int:

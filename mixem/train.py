@@ -37,6 +37,7 @@ from mixem.config import CONCERNS, FIELDS, Config
 from mixem.data import DATASETS, load_dataset
 from mixem.errors import MixemError
 from mixem.evaluate import evaluate
+from mixem.files import write_atomic
 from mixem.losses import mixem_loss
 from mixem.model import MixemModel
 from mixem.presets import ABLATIONS
@@ -63,17 +64,6 @@ def lr_factor(step: int, steps_per_epoch: int, cfg) -> float:
     decay_steps = max(1, cfg.epochs * steps_per_epoch - constant_steps)
     progress = min(1.0, max(0, step - constant_steps) / decay_steps)
     return 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def write_atomic(path: Path, text_or_writer) -> None:
-    """Write a file so that readers (and a crash) only ever see the old or the new whole file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    if isinstance(text_or_writer, str):
-        tmp.write_text(text_or_writer)
-    else:
-        text_or_writer(tmp)
-    os.replace(tmp, path)
 
 
 def _checkpoint_path(resume_from: str | Path) -> Path:

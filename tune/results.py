@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
+from functools import partial
 from pathlib import Path
 
 import pyarrow as pa
@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from mixem.config import FIELDS
 from mixem.errors import MixemError
 from mixem.evaluate import METRIC_KEYS
+from mixem.files import write_atomic
 from mixem.train import LOSS_TERMS
 
 TRIALS_FILE = "trials.parquet"
@@ -87,9 +88,7 @@ def trial_row(trial_id: str, preset: str, config: dict, epochs: list[dict], *, s
 
 def write_parquet(path: Path, rows: list[dict], schema: pa.Schema) -> None:
     """Write ``rows`` to ``path`` atomically: a temporary file in the same folder, then a rename."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp)
-    os.replace(tmp, path)
+    write_atomic(path, partial(pq.write_table, pa.Table.from_pylist(rows, schema=schema)))
 
 
 def read_parquet(path: Path, schema: pa.Schema) -> list[dict]:
@@ -178,8 +177,5 @@ class ResultStore:
                 write_parquet(self.folder / name, [], schema)
 
     def _write_running(self) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.folder / RUNNING_FILE
-        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(self.running))  # NaN is written as NaN, which json.loads reads back
-        os.replace(tmp, path)
+        # NaN is written as NaN, which json.loads reads back.
+        write_atomic(self.folder / RUNNING_FILE, json.dumps(self.running))

@@ -1,0 +1,20 @@
+"""File writing shared by the trainer, the sweep and the report."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+
+def write_atomic(path: Path, content: str | Callable[[Path], None]) -> None:
+    """Write ``content`` (text, or a function that writes a given path) to a temporary file beside
+    ``path``, then rename it over ``path``: readers, and a crash at any moment, only ever see the
+    old or the new whole file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    if isinstance(content, str):
+        tmp.write_text(content)
+    else:
+        content(tmp)
+    os.replace(tmp, path)
