@@ -13,10 +13,10 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from analysis.runs import LOSS_WEIGHTS
 from analysis.tables import best_variant, finished, searched
-from mixem.evaluate import NORMS, REPRESENTATIONS
+from mixem.config import LOSS_WEIGHTS
 from mixem.presets import COMPONENT_ABLATION, LOSS_ABLATION
+from mixem.scores import NORMS, REPRESENTATIONS
 
 ABLATION_ROWS = [*LOSS_ABLATION, *COMPONENT_ABLATION]
 

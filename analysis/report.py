@@ -47,8 +47,8 @@ def build_sections(trials: pd.DataFrame, epochs: pd.DataFrame, stage: str = "fin
                 "L2-normalised representations, beside the paper's ACC where the dataset matches.",
                 tables.main_table(trials, stage), "No runs of the presets `mixem` or `simclr`.", {}),
         Section("Loss ablation",
-                "One loss term added per row (presets of `mixem.presets.LOSS_ABLATION`); the last row is full "
-                "MIX'EM with term (ii) in the authors' code form.",
+                "One loss term added per row (presets of `mixem.presets.LOSS_ABLATION`), term (ii) in the authors' "
+                "code form (1 - max pi); the last row is full MIX'EM with term (ii) as the paper's entropy.",
                 tables.loss_table(trials, stage), "No runs of the loss-ablation presets.",
                 {"spread.png": plots.spread_figure(trials, stage)}),
         Section("K-means ablation",

@@ -12,12 +12,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mixem.config import LOSS_WEIGHTS
 from mixem.errors import MixemError
-from mixem.evaluate import METRIC_KEYS
+from mixem.scores import METRIC_KEYS
 
 TRIALS_FILE = "trials.parquet"
 EPOCHS_FILE = "epochs.parquet"
-LOSS_WEIGHTS = ("w_entropy", "w_instance", "w_pull", "w_push")
 CONFIG_COLUMNS = [f"config/{name}" for name in ("dataset", "seed", "head", "num_components", *LOSS_WEIGHTS,
                                                   "instance_form")]
 TRIAL_COLUMNS = (["trial_id", "preset", "dataset", "status", "error", *CONFIG_COLUMNS]
@@ -38,7 +38,7 @@ def load_runs(*paths: str | Path) -> pd.DataFrame:
     ``sweep`` names the folder a row came from; every other column is the sweep's (README, "Results"):
     ``preset`` is "" outside an ablation; ``config/<field>`` is every flat config field;
     ``final/<M>`` is a metric at the last evaluation and ``best/<M>`` at the epoch where ``acc_max``
-    peaked, for every ``M`` in ``mixem.evaluate.METRIC_KEYS`` (e.g. ``kmeans_h_l2_acc``);
+    peaked, for every ``M`` in ``mixem.scores.METRIC_KEYS`` (e.g. ``kmeans_h_l2_acc``);
     ``*_seconds`` are ``wall_seconds``, ``gpu_seconds`` (wall x GPUs held), ``cpu_seconds``.
     Raises MixemError (one sentence naming the fix) for a path that does not exist, a folder
     without trials, or a file that is not a sweep's.
@@ -65,7 +65,7 @@ def load_epochs(*paths: str | Path) -> pd.DataFrame:
         abl    mixem_s0  mixem   1      5.91        ...                 13.2           0.0           NaN
         abl    mixem_s0  mixem   2      5.42        ...                 13.0           4.1           0.61
 
-    Metrics ``<M>`` (every key of ``mixem.evaluate.METRIC_KEYS``) are NaN at epochs that were not
+    Metrics ``<M>`` (every key of ``mixem.scores.METRIC_KEYS``) are NaN at epochs that were not
     evaluated. Join to ``load_runs`` on (sweep, trial_id).
     """
     frames = [_read(file, EPOCH_COLUMNS).assign(sweep=label) for label, file in _resolve(paths, EPOCHS_FILE)]

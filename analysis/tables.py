@@ -22,9 +22,9 @@ import optuna
 import pandas as pd
 from scipy.stats import spearmanr
 
-from analysis.runs import LOSS_WEIGHTS
-from mixem.evaluate import NORMS, REPRESENTATIONS, VARIANTS
+from mixem.config import LOSS_WEIGHTS
 from mixem.presets import ABLATIONS, COMPONENT_ABLATION, LOSS_ABLATION
+from mixem.scores import NORMS, REPRESENTATIONS, VARIANTS
 
 STAGES = ("final", "best")
 KMEANS_VARIANTS = [variant for variant in VARIANTS if variant.startswith(("kmeans_", "compinit_"))]
@@ -38,9 +38,9 @@ LOSS_ROWS = {
     "simclr": "contrastive only (SimCLR head)",
     "mixture_only": "+ mixture head",
     "entropy": "+ (i) marginal entropy",
-    "entropy_instance": "+ (ii) instance entropy",
+    "entropy_instance": "+ (ii) instance term (1 - max pi)",
     "mixem": "+ (iii) associative: full MIX'EM",
-    "mixem_max_prob": "full, (ii) as 1 - max pi (code)",
+    "mixem_entropy": "full, (ii) as the paper's entropy",
 }
 MAIN_METHODS = {"mixem": "MIX'EM", "simclr": "SimCLR"}
 # The paper's ACC (abstract). Its SimCLR baseline clusters L2-normalised representations; it does

@@ -55,6 +55,7 @@ def main() -> None:
                 labels,
                 data.num_classes,
                 n_init=n_init,
+                max_iter=config.eval.kmeans_max_iter,
                 batch_size=config.eval.eval_batch_size,
                 seed=0,
                 device=device,

@@ -14,16 +14,42 @@ from dataclasses import dataclass, field
 from mixem.errors import MixemError
 
 
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    num_classes: int
+    channels: int
+    image_size: int  # images are square: (channels, image_size, image_size)
+
+
+# The datasets by name (mixem.data loads them); here, so that config and the sweep's driver need no torch.
+DATASETS: dict[str, DatasetInfo] = {
+    info.name: info
+    for info in (
+        DatasetInfo("digits", 10, 1, 8),
+        DatasetInfo("fashion-mnist", 10, 1, 28),
+        DatasetInfo("cifar10", 10, 3, 32),
+        DatasetInfo("cifar100-20", 20, 3, 32),
+        DatasetInfo("stl10", 10, 3, 96),
+    )
+}
+# The loss weights, one per extra term of the objective (0 switches a term off).
+LOSS_WEIGHTS = ("w_entropy", "w_instance", "w_pull", "w_push")
+
+
 def _field(default, help: str, choices: tuple | None = None):
     return field(default=default, metadata={"help": help, "choices": choices})
 
 
 @dataclass
 class DataConfig:
-    dataset: str = _field("digits", "dataset name", ("digits", "fashion-mnist", "cifar10", "cifar100-20", "stl10"))
+    dataset: str = _field("digits", "dataset name", tuple(DATASETS))
     train_split: str = _field("train+test", "images trained on (no labels are used), as the authors: train+test")
     eval_split: str = _field("test", "labelled images the clustering is evaluated on")
     stl10_unlabeled: bool = _field(False, "STL10 only: also train on the 100k unlabelled images")
+    val_fraction: float = _field(
+        0.05, "share of the training images held out (fixed by the seed) for the label-free validation loss"
+    )
 
 
 @dataclass
@@ -60,7 +86,10 @@ class LossConfig:
     w_entropy: float = _field(2.0, "weight of term (i), the marginal entropy (subtracted)")
     w_instance: float = _field(0.1, "weight of term (ii), the per-instance term")
     instance_form: str = _field(
-        "entropy", "form of term (ii): the paper's entropy, or the authors' code 1 - max pi", ("entropy", "max_prob")
+        "max_prob",
+        "form of term (ii): max_prob is the authors' code (1 - max pi, behind the published numbers), "
+        "entropy the paper's per-instance entropy",
+        ("max_prob", "entropy"),
     )
     w_pull: float = _field(0.1, "weight of term (iii) pull (embeddings to their component mean)")
     w_push: float = _field(0.05, "weight of term (iii) push (component means apart)")
@@ -80,6 +109,9 @@ class OptimConfig:
 class EvalConfig:
     eval_every: int = _field(10, "evaluate the clustering every N epochs (0: only after the last epoch)")
     kmeans_n_init: int = _field(50, "k-means++ restarts in the final evaluation, as the authors")
+    kmeans_max_iter: int = _field(
+        10, "iterations of every K-means, as the authors: few enough that the initialisation still shows"
+    )
     interim_kmeans_n_init: int = _field(
         3, "k-means++ restarts in evaluations before the last epoch: they only rank runs against each other (ASHA)"
     )
@@ -137,7 +169,7 @@ class Config:
                 raise MixemError(f"--{_flag(name)} must be one of {', '.join(choices)}, not {value!r}.")
             if isinstance(value, float) and not math.isfinite(value):
                 raise MixemError(f"--{_flag(name)} must be a finite number, not {value}.")
-        for name in ("w_entropy", "w_instance", "w_pull", "w_push", "weight_decay", "constant_lr_epochs", "eval_every"):
+        for name in (*LOSS_WEIGHTS, "weight_decay", "constant_lr_epochs", "eval_every"):
             if flat[name] < 0:
                 raise MixemError(f"--{_flag(name)} must be >= 0 (0 switches it off), not {flat[name]}.")
         for name in (
@@ -150,6 +182,7 @@ class Config:
             "hidden_dim",
             "cnn_width",
             "kmeans_n_init",
+            "kmeans_max_iter",
             "interim_kmeans_n_init",
             "eval_batch_size",
         ):
@@ -158,12 +191,20 @@ class Config:
         for name in ("flip_p", "jitter_p", "grayscale_p", "blur_p"):
             if not 0 <= flat[name] <= 1:
                 raise MixemError(f"--{_flag(name)} is a probability and must lie in [0, 1], not {flat[name]}.")
+        if flat["batch_size"] < 2:
+            raise MixemError(f"--batch-size must be at least 2 (NT-Xent needs a negative), not {flat['batch_size']}.")
+        if not 0 <= flat["val_fraction"] < 0.5:
+            raise MixemError(
+                f"--val-fraction must lie in [0, 0.5) (0: no validation loss), not {flat['val_fraction']}."
+            )
         if not 0 < flat["crop_scale_min"] <= flat["crop_scale_max"] <= 1:
             raise MixemError("Crop scales must satisfy 0 < --crop-scale-min <= --crop-scale-max <= 1.")
         if not 0 <= flat["hue"] <= 0.5:
             raise MixemError(f"--hue must lie in [0, 0.5], not {flat['hue']}.")
+        if flat["stl10_unlabeled"] and flat["dataset"] != "stl10":
+            raise MixemError(f"--stl10-unlabeled is for stl10 only; {flat['dataset']} has no unlabelled images.")
         if flat["head"] == "simclr":
-            extra = [n for n in ("w_entropy", "w_instance", "w_pull", "w_push") if flat[n] != 0]
+            extra = [n for n in LOSS_WEIGHTS if flat[n] != 0]
             if extra:
                 raise MixemError(
                     f"The SimCLR head has no mixture, so {', '.join(extra)} must be 0; "

@@ -34,29 +34,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mixem.config import DATASETS
 from mixem.errors import DataNotFoundError, MixemError
 
 Split = tuple[torch.Tensor, torch.Tensor]  # images uint8 (N, C, H, W), labels int64 (N,); -1 = unlabelled
 
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    name: str
-    num_classes: int
-    channels: int
-    image_size: int  # images are square: (channels, image_size, image_size)
-
-
-DATASETS: dict[str, DatasetInfo] = {
-    info.name: info
-    for info in (
-        DatasetInfo("digits", 10, 1, 8),
-        DatasetInfo("fashion-mnist", 10, 1, 28),
-        DatasetInfo("cifar10", 10, 3, 32),
-        DatasetInfo("cifar100-20", 20, 3, 32),
-        DatasetInfo("stl10", 10, 3, 96),
-    )
-}
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 

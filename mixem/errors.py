@@ -7,3 +7,7 @@ class MixemError(Exception):
 
 class DataNotFoundError(MixemError):
     """The dataset's files are not where the loader looks, and they cannot be downloaded."""
+
+
+class NonFiniteLossError(MixemError):
+    """Training diverged: the loss became NaN or infinite. Retrying from the last checkpoint repeats it."""

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 _EPS = 1e-8
 
 
-def nt_xent(z_a: torch.Tensor, z_b: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
+def nt_xent(z_a: torch.Tensor, z_b: torch.Tensor, temperature: float) -> torch.Tensor:
     """NT-Xent of SimCLR (Chen et al. 2020) with cosine similarity, mean over the 2N anchors.
 
     ``z_a``, ``z_b``: (N, D), row i of each is a view of image i. For identical views the
@@ -22,7 +22,8 @@ def nt_xent(z_a: torch.Tensor, z_b: torch.Tensor, temperature: float = 0.5) -> t
     z = F.normalize(torch.cat([z_a, z_b]), dim=1)
     logits = z @ z.T / temperature
     logits.fill_diagonal_(float("-inf"))  # an anchor is never its own negative
-    positives = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
+    # Row i's positive is row i + N (mod 2N); made on the device, so no host-to-device copy.
+    positives = torch.arange(2 * n, device=z.device).add_(n).remainder_(2 * n)
     return F.cross_entropy(logits, positives)
 
 
@@ -36,45 +37,45 @@ def marginal_entropy(pi: torch.Tensor) -> torch.Tensor:
 
 
 def instance_entropy(pi: torch.Tensor) -> torch.Tensor:
-    """Mean over rows of the entropy in nats of each row of ``pi`` (N, K): the paper's term (ii).
-
-    Zero when every image commits to one component.
+    """Mean over rows of the entropy in nats of each row of ``pi`` (N, K): term (ii) as the paper
+    writes it (``--instance-form entropy``). Zero when every image commits to one component.
     """
     return -(pi * torch.log(pi + _EPS)).sum(dim=1).mean()
 
 
 def max_prob_loss(pi: torch.Tensor) -> torch.Tensor:
-    """Mean of ``1 - max_k pi``, the authors' code variant of term (ii); ``pi``: (N, K)."""
+    """Mean of ``1 - max_k pi`` over rows of ``pi`` (N, K): term (ii) as the authors' code computes it
+    (``pimax_loss``), the form behind the published numbers and the default (``--instance-form max_prob``)."""
     return (1.0 - pi.max(dim=1).values).mean()
 
 
 def associative_loss(z: torch.Tensor, pi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Term (iii): pull embeddings to their component mean, push component means apart.
+    """Term (iii) in the authors' form: pull embeddings to their component mean, push the means apart.
 
-    ``z``: (N, D) embeddings; ``pi``: (N, K) mixing probabilities. Members of component k are the
-    rows with ``argmax pi == k`` (no gradient flows through the assignment).
-    Returns ``(pull, push)``: ``pull`` is the mean over non-empty components of the mean L2
-    distance of members to their component mean; ``push`` is minus the mean L2 distance between
-    means of distinct non-empty components over ordered pairs (0 with fewer than two).
-    All components are handled in one batched operation.
+    ``z``: (N, D) embeddings; ``pi``: (N, K) mixing probabilities. Image i belongs to component
+    ``argmax pi_i`` (no gradient flows through the assignment). As the authors' code does, K zero
+    vectors labelled 0..K-1 join the batch, so every component has a member and a mean (an empty
+    component's mean is the origin). Returns ``(pull, push)``:
+
+    - pull = sum over the K components of the mean L2 distance of its members (its zero vector
+      included) to its mean, divided by K;
+    - push = minus the sum of L2 distances between the means of all ordered pairs c != c',
+      divided by K^2 - K (0 when K = 1).
+
+    All components at once, with masked sums rather than boolean indexing: no host-device sync.
     """
     k = pi.shape[1]
     members = F.one_hot(pi.argmax(dim=1), k).to(z.dtype)  # (N, K)
-    counts = members.sum(dim=0)  # (K,)
-    occupied = counts > 0
-    means = (members.T @ z) / counts.clamp(min=1).unsqueeze(1)  # (K, D)
-    distance_to_own_mean = (z - members @ means).norm(dim=1)  # (N,)
-    mean_distance_per_component = (members.T @ distance_to_own_mean) / counts.clamp(min=1)
-    pull = mean_distance_per_component[occupied].mean()
-
-    occupied_means = means[occupied]
-    m = occupied_means.shape[0]
-    if m < 2:
-        return pull, z.new_zeros(())
-    # Explicit differences rather than torch.cdist: cdist's gradient is NaN at zero distance.
-    diffs = occupied_means.unsqueeze(0) - occupied_means.unsqueeze(1)
-    off_diagonal = ~torch.eye(m, dtype=torch.bool, device=z.device)
-    push = -diffs[off_diagonal].norm(dim=1).mean()
+    counts = members.sum(dim=0) + 1  # (K,): the zero vector counts as a member
+    means = (members.T @ z) / counts.unsqueeze(1)  # (K, D): zero vectors add nothing to the sums
+    distance_to_own_mean = torch.linalg.vector_norm(z - members @ means, dim=1)  # (N,)
+    # Each zero vector lies |mean_c| from its component's mean.
+    summed_distances = members.T @ distance_to_own_mean + torch.linalg.vector_norm(means, dim=1)
+    pull = (summed_distances / counts).sum() / k
+    # Explicit differences rather than torch.cdist, whose gradient is NaN at zero distance; the
+    # diagonal (a mean to itself) is 0 and adds nothing, as the authors' sum over all pairs.
+    pair_distances = torch.linalg.vector_norm(means.unsqueeze(0) - means.unsqueeze(1), dim=2)  # (K, K)
+    push = -pair_distances.sum() / max(k * k - k, 1)
     return pull, push
 
 
@@ -89,19 +90,20 @@ def mixem_loss(
     pi_b: torch.Tensor | None,
     z_b: torch.Tensor,
     *,
-    temperature: float = 0.5,
-    w_entropy: float = 2.0,
-    w_instance: float = 0.1,
-    instance_form: str = "entropy",
-    w_pull: float = 0.1,
-    w_push: float = 0.05,
+    temperature: float,
+    w_entropy: float,
+    w_instance: float,
+    instance_form: str,
+    w_pull: float,
+    w_push: float,
 ) -> dict[str, torch.Tensor]:
     """The whole objective for two views a, b; each extra term is summed over both views, as in the
     authors' code.
 
     ``pi_*``: (N, K) mixing probabilities, or None for the plain SimCLR head (extra terms are 0).
     ``z_*``: (N, D) embeddings fed to NT-Xent. Returns ``total`` and every term, unweighted,
-    so logging needs no second computation. A weight of 0 switches its term off.
+    so logging needs no second computation (``mixem.scores.LOSS_TERMS`` names them). A weight of 0
+    switches its term off.
     """
     terms = {"contrastive": nt_xent(z_a, z_b, temperature)}
     zero = z_a.new_zeros(())

@@ -127,3 +127,17 @@ class MixemModel(nn.Module):
         pi_logits, embeddings = self.head(h)
         pi = pi_logits.float().softmax(dim=1)
         return {"h": h, "z": mix_embeddings(pi, embeddings.float()), "pi": pi, "embeddings": embeddings}
+
+
+class TwoViews(nn.Module):
+    """``model`` run once per view, as the authors do, so BatchNorm normalises each view with its own
+    statistics. One module, so that DistributedDataParallel sees one forward pass per step.
+
+    ``forward(view_a, view_b)`` -> ``(model(view_a), model(view_b))``."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, view_a: torch.Tensor, view_b: torch.Tensor) -> tuple[dict, dict]:
+        return self.model(view_a), self.model(view_b)

@@ -9,8 +9,8 @@ import pytest
 from analysis import tables
 from analysis.runs import TRIAL_COLUMNS
 from mixem.config import Config
-from mixem.evaluate import METRIC_KEYS
 from mixem.presets import ABLATIONS, LOSS_ABLATION
+from mixem.scores import METRIC_KEYS
 
 _ids = itertools.count()
 

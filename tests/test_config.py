@@ -22,11 +22,18 @@ def test_defaults_are_the_authors():
         w_pull=0.1,
         w_push=0.05,
         kmeans_n_init=50,
+        kmeans_max_iter=10,
         backbone="resnet18",
         head="mixture",
-        instance_form="entropy",
+        instance_form="max_prob",  # the code's 1 - max pi, which produced the published numbers
     )
     assert {k: flat[k] for k in expected} == expected
+
+
+def test_the_mixem_preset_is_the_authors_and_the_papers_form_has_its_own():
+    defaults = Config().to_flat()
+    assert all(defaults[name] == value for name, value in ABLATIONS["mixem"].items())
+    assert ABLATIONS["mixem_entropy"] == {**ABLATIONS["mixem"], "instance_form": "entropy"}
 
 
 def test_flat_round_trip_and_type_coercion():

@@ -10,7 +10,8 @@ import pytest
 import torch
 import torchvision.datasets
 
-from mixem.data import DATASETS, DEBIAN_FASHION_MNIST, load_dataset
+from mixem.config import DATASETS
+from mixem.data import DEBIAN_FASHION_MNIST, load_dataset
 from mixem.errors import DataNotFoundError, MixemError
 
 RNG = np.random.default_rng(0)

@@ -33,11 +33,40 @@ def nt_xent_reference(z_a: np.ndarray, z_b: np.ndarray, temperature: float) -> f
 
 
 def associative_reference(z: np.ndarray, pi: np.ndarray) -> tuple[float, float]:
+    """The definition in MIXEM.md, component by component: K zero vectors labelled 0..K-1 join the
+    batch; pull averages over all K components the mean distance of members to their mean; push is
+    minus the mean distance over the K^2 - K ordered pairs of distinct means."""
+    k = pi.shape[1]
     assignment = pi.argmax(axis=1)
-    means = {c: z[assignment == c].mean(axis=0) for c in np.unique(assignment)}
-    pull = np.mean([np.linalg.norm(z[assignment == c] - m, axis=1).mean() for c, m in means.items()])
-    pairs = [np.linalg.norm(means[a] - means[b]) for a in means for b in means if a != b]
-    return float(pull), float(-np.mean(pairs)) if pairs else 0.0
+    means, pulls = [], []
+    for c in range(k):
+        members = np.concatenate([z[assignment == c], np.zeros((1, z.shape[1]))])
+        mean = members.mean(axis=0)
+        means.append(mean)
+        pulls.append(np.linalg.norm(members - mean, axis=1).mean())
+    pairs = [np.linalg.norm(means[a] - means[b]) for a in range(k) for b in range(k) if a != b]
+    return float(np.sum(pulls) / k), float(-np.sum(pairs) / (k * k - k)) if k > 1 else 0.0
+
+
+def authors_associative(z: torch.Tensor, pi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A transcription of the authors' train.py (MIXEM.mixem_loss, weights left out), loops and all."""
+    n_comps = pi.shape[1]
+    zeroz_x = torch.zeros((n_comps, z.shape[1]), dtype=z.dtype)
+    zeroz_y = torch.arange(n_comps)
+    pi_max = torch.max(pi.detach(), dim=1)[1]
+    x = torch.cat((z, zeroz_x))
+    y = torch.cat((pi_max, zeroz_y))
+    means = torch.stack([x[y == c].mean(dim=0) for c in range(n_comps)], dim=0)
+    pull = torch.stack([torch.mean(torch.linalg.norm(x[y == c] - means[c], ord=2, dim=1)) for c in range(n_comps)])
+    pull_loss = pull.sum() / n_comps
+    m1 = means.repeat(means.size(0), 1)  # their PairEnum
+    m2 = means.repeat(1, means.size(0)).view(-1, means.size(1))
+    push = torch.linalg.norm(m1 - m2, ord=2, dim=1)
+    push_loss = -1 * push.sum() / (n_comps**2 - n_comps)
+    return pull_loss, push_loss
+
+
+WEIGHTS = dict(temperature=0.5, w_entropy=2.0, w_instance=0.1, instance_form="max_prob", w_pull=0.1, w_push=0.05)
 
 
 @pytest.fixture
@@ -83,22 +112,43 @@ def test_max_prob_loss(rng):
     assert max_prob_loss(torch.eye(4)).item() == 0.0
 
 
-@pytest.mark.parametrize("k", [1, 3, 8])
-def test_associative_loss_matches_reference(rng, k):
-    z, pi = rng.normal(size=(20, 5)), rng.dirichlet(np.ones(k), size=20)
+@pytest.mark.parametrize("k", [2, 3, 8, 10, 40])
+def test_associative_loss_matches_the_definition_and_the_authors_code(rng, k):
+    # 20 rows over up to 40 components, the last one never chosen: always some empty components.
+    z, pi = rng.normal(size=(20, 5)), rng.dirichlet(np.ones(k) * 0.3, size=20)
+    pi[:, -1] = 0.0
+    pi /= pi.sum(axis=1, keepdims=True)
+    assert len(np.unique(pi.argmax(axis=1))) < k
     pull, push = associative_loss(torch.tensor(z), torch.tensor(pi))
     ref_pull, ref_push = associative_reference(z, pi)
     assert pull.item() == pytest.approx(ref_pull, rel=1e-6)
-    assert push.item() == pytest.approx(ref_push, rel=1e-6, abs=1e-12)
+    assert push.item() == pytest.approx(ref_push, rel=1e-6)
+    authors_pull, authors_push = authors_associative(torch.tensor(z), torch.tensor(pi))
+    assert pull.item() == pytest.approx(authors_pull.item(), rel=1e-6)
+    assert push.item() == pytest.approx(authors_push.item(), rel=1e-6)
 
 
-def test_associative_loss_skips_empty_components():
-    z = torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 3.0]])
-    pi = torch.tensor([[1.0, 0, 0, 0], [1.0, 0, 0, 0], [0, 0, 1.0, 0]])  # components 1 and 3 empty
+def test_associative_loss_by_hand_with_empty_components():
+    z = torch.tensor([[0.0, 0.0], [3.0, 0.0], [0.0, 4.0]])
+    pi = torch.tensor([[1.0, 0, 0], [1.0, 0, 0], [0, 0, 1.0]])  # component 1 is empty
     pull, push = associative_loss(z, pi)
-    # Component 0: mean (1, 0), distances 1 and 1; component 2: one member, distance 0.
-    assert pull.item() == pytest.approx(0.5)
-    assert push.item() == pytest.approx(-math.hypot(1, 3))
+    # Component 0: members (0,0), (3,0) and its zero vector: mean (1, 0), distances 1, 2, 1.
+    # Component 1: only its zero vector: mean (0, 0), distance 0.
+    # Component 2: (0, 4) and its zero vector: mean (0, 2), distances 2 and 2.
+    assert pull.item() == pytest.approx((4 / 3 + 0 + 2) / 3)
+    # Means (1, 0), (0, 0), (0, 2): distances 1, sqrt(5), 2, each pair counted both ways, over 3^2 - 3.
+    assert push.item() == pytest.approx(-2 * (1 + math.sqrt(5) + 2) / 6)
+
+
+def test_associative_gradient_matches_the_authors_code(rng):
+    z, pi = rng.normal(size=(16, 4)), rng.dirichlet(np.ones(6) * 0.5, size=16)
+    grads = []
+    for loss in (associative_loss, authors_associative):
+        zt = torch.tensor(z, requires_grad=True)
+        pull, push = loss(zt, torch.tensor(pi))
+        (0.1 * pull + 0.05 * push).backward()
+        grads.append(zt.grad)
+    assert torch.allclose(grads[0], grads[1], rtol=1e-6, atol=1e-12)
 
 
 def test_associative_gradient_is_finite_when_means_coincide():
@@ -116,29 +166,38 @@ def test_mix_embeddings_is_weighted_sum_of_unit_vectors():
 
 
 def test_mixem_loss_combines_weighted_terms(rng):
-    pi_a, pi_b = (torch.tensor(rng.dirichlet(np.ones(3), size=6)) for _ in range(2))
-    z_a, z_b = (torch.tensor(rng.normal(size=(6, 4))) for _ in range(2))
-    weights = dict(temperature=0.5, w_entropy=2.0, w_instance=0.1, w_pull=0.1, w_push=0.05)
-    terms = mixem_loss(pi_a, z_a, pi_b, z_b, **weights)
-    assert terms["marginal_entropy"].item() == pytest.approx((marginal_entropy(pi_a) + marginal_entropy(pi_b)).item())
-    expected = (
-        terms["contrastive"]
-        - 2.0 * terms["marginal_entropy"]
-        + 0.1 * terms["instance"]
-        + 0.1 * terms["pull"]
-        + 0.05 * terms["push"]
+    pi_a, pi_b = (rng.dirichlet(np.ones(3), size=6) for _ in range(2))
+    z_a, z_b = (rng.normal(size=(6, 4)) for _ in range(2))
+    terms = mixem_loss(*map(torch.tensor, (pi_a, z_a, pi_b, z_b)), **WEIGHTS)
+    # Each term from its definition, in NumPy, not from what the function returned.
+    expected = {
+        "contrastive": nt_xent_reference(z_a, z_b, 0.5),
+        "marginal_entropy": sum(-(p.mean(0) * np.log(p.mean(0))).sum() for p in (pi_a, pi_b)),
+        "instance": sum(np.mean(1 - p.max(axis=1)) for p in (pi_a, pi_b)),
+        "pull": sum(associative_reference(z, p)[0] for z, p in ((z_a, pi_a), (z_b, pi_b))),
+        "push": sum(associative_reference(z, p)[1] for z, p in ((z_a, pi_a), (z_b, pi_b))),
+    }
+    expected["total"] = (
+        expected["contrastive"]
+        - 2.0 * expected["marginal_entropy"]
+        + 0.1 * expected["instance"]
+        + 0.1 * expected["pull"]
+        + 0.05 * expected["push"]
     )
-    assert terms["total"].item() == pytest.approx(expected.item())
-    code_form = mixem_loss(pi_a, z_a, pi_b, z_b, instance_form="max_prob")
-    assert code_form["instance"].item() == pytest.approx((max_prob_loss(pi_a) + max_prob_loss(pi_b)).item())
-    off = mixem_loss(pi_a, z_a, pi_b, z_b, w_entropy=0, w_instance=0, w_pull=0, w_push=0)
-    assert off["total"].item() == pytest.approx(off["contrastive"].item())
+    assert {name: value.item() for name, value in terms.items()} == pytest.approx(expected, rel=1e-6)
+    paper_form = mixem_loss(*map(torch.tensor, (pi_a, z_a, pi_b, z_b)), **{**WEIGHTS, "instance_form": "entropy"})
+    paper_instance = sum(np.mean(-(p * np.log(p)).sum(axis=1)) for p in (pi_a, pi_b))
+    assert paper_form["instance"].item() == pytest.approx(paper_instance, rel=1e-6)
+    off = {**WEIGHTS, "w_entropy": 0, "w_instance": 0, "w_pull": 0, "w_push": 0}
+    off_terms = mixem_loss(*map(torch.tensor, (pi_a, z_a, pi_b, z_b)), **off)
+    assert off_terms["total"].item() == pytest.approx(expected["contrastive"], rel=1e-6)
 
 
 def test_simclr_head_has_only_the_contrastive_term(rng):
-    z_a, z_b = (torch.tensor(rng.normal(size=(6, 4))) for _ in range(2))
-    terms = mixem_loss(None, z_a, None, z_b, w_entropy=0, w_instance=0, w_pull=0, w_push=0)
-    assert terms["total"].item() == pytest.approx(nt_xent(z_a, z_b).item())
+    z_a, z_b = rng.normal(size=(6, 4)), rng.normal(size=(6, 4))
+    off = {**WEIGHTS, "w_entropy": 0, "w_instance": 0, "w_pull": 0, "w_push": 0}
+    terms = mixem_loss(None, torch.tensor(z_a), None, torch.tensor(z_b), **off)
+    assert terms["total"].item() == pytest.approx(nt_xent_reference(z_a, z_b, 0.5), rel=1e-6)
     assert terms["pull"].item() == 0.0
 
 
@@ -153,7 +212,7 @@ def test_total_loss_falls_over_a_few_steps():
         outs = [head(v) for v in views]
         pis = [logits.softmax(dim=1) for logits, _ in outs]
         zs = [mix_embeddings(pi, e) for pi, (_, e) in zip(pis, outs, strict=True)]
-        return mixem_loss(pis[0], zs[0], pis[1], zs[1])["total"]
+        return mixem_loss(pis[0], zs[0], pis[1], zs[1], **WEIGHTS)["total"]
 
     torch.manual_seed(1)
     first = loss().item()

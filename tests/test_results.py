@@ -9,10 +9,10 @@ import pytest
 
 from mixem.config import Config
 from mixem.errors import MixemError
-from mixem.evaluate import METRIC_KEYS
 from tune.results import (
     EPOCHS_FILE,
     RUNNING_FILE,
+    SCORES,
     TRIALS_FILE,
     ResultStore,
     epoch_row,
@@ -32,7 +32,7 @@ def metrics(epoch: int, acc_max: float | None) -> dict:
            "loss_instance": 0.5, "loss_pull": 0.1, "loss_push": -0.2, "lr": 1e-3, "epoch_seconds": 1.5,
            "eval_seconds": 0.0, "evaluated": acc_max is not None}
     if acc_max is not None:
-        row.update({key: acc_max / 2 for key in METRIC_KEYS}, acc_max=acc_max, acc_max_variant="kmeans_h_l2")
+        row.update({key: acc_max / 2 for key in SCORES}, acc_max=acc_max, acc_max_variant="kmeans_h_l2")
         row["kmeans_h_raw_nmi"] = 10.0 * epoch  # a metric that differs between epochs
     return row
 
@@ -46,7 +46,7 @@ def test_schema_columns_and_types_are_the_documented_ones():
     assert trials.field("config/head").type == pa.string()
     assert trials.field("config/stl10_unlabeled").type == pa.bool_()
     assert trials.field("config/seed").type == pa.int64()
-    for key in METRIC_KEYS:
+    for key in SCORES:
         assert trials.field(f"final/{key}").type == pa.float64()
         assert trials.field(f"best/{key}").type == pa.float64()
         assert epochs.field(key).type == pa.float64()
@@ -57,7 +57,8 @@ def test_schema_columns_and_types_are_the_documented_ones():
         assert epochs.field(name).type == pa.float64()
     # Nothing the contract does not name: the string variant name stays out of the files.
     assert "acc_max_variant" not in trials.names + epochs.names
-    assert len(trials.names) == 5 + len(CONFIG) + 2 * len(METRIC_KEYS) + 4
+    assert "best/val_contrastive" in trials.names and "compinit_z_l2_silhouette" in epochs.names
+    assert len(trials.names) == 5 + len(CONFIG) + 2 * len(SCORES) + 4
 
 
 def test_epoch_row_keeps_metrics_only_when_evaluated():
@@ -71,21 +72,23 @@ def test_epoch_row_keeps_metrics_only_when_evaluated():
 def test_trial_row_final_is_last_evaluation_and_best_is_the_peak_epoch():
     epochs = [epoch_row("t", "mixem", m) for m in (metrics(1, 0.5), metrics(2, 0.9), metrics(3, None),
                                                     metrics(4, 0.7), metrics(5, None))]
-    row = trial_row("t", "mixem", CONFIG, epochs, status="finished", wall_seconds=10.0, cpus=2, gpus=1)
+    row = trial_row("t", "mixem", CONFIG, epochs, metric="acc_max", status="finished", wall_seconds=10.0, cpus=2,
+                    gpus=1)
     assert row["final/acc_max"] == 0.7 and row["final/kmeans_h_raw_nmi"] == 40.0
     # best/M: every metric read at the epoch with the highest acc_max (epoch 2), not its own maximum.
     assert row["best/acc_max"] == 0.9 and row["best/kmeans_h_raw_nmi"] == 20.0
     assert row["epochs"] == 5 and row["preset"] == "mixem" and row["dataset"] == "digits"
     assert (row["cpu_seconds"], row["gpu_seconds"]) == (20.0, 10.0)
-    never = trial_row("u", "", CONFIG, [epoch_row("u", "", metrics(1, None))], status="errored", error="boom",
+    never = trial_row("u", "", CONFIG, [epoch_row("u", "", metrics(1, None))], metric="acc_max",
+                      status="errored", error="boom",
                       wall_seconds=1.0, cpus=1, gpus=0)
     assert math.isnan(never["final/acc_max"]) and math.isnan(never["best/acc_max"]) and never["error"] == "boom"
     with pytest.raises(ValueError):
-        trial_row("v", "", CONFIG, [], status="stopped", wall_seconds=0.0, cpus=1, gpus=0)
+        trial_row("v", "", CONFIG, [], metric="acc_max", status="stopped", wall_seconds=0.0, cpus=1, gpus=0)
 
 
 def test_store_writes_both_files_atomically_and_resumes(tmp_path):
-    store = ResultStore.open(tmp_path)
+    store = ResultStore.open(tmp_path, "acc_max")
     store.write_empty()
     assert len(pd.read_parquet(tmp_path / TRIALS_FILE)) == 0  # readers find the schema before any trial ends
     store.add_epoch("a", "", metrics(1, 0.5), wall_seconds=3.0)
@@ -96,7 +99,7 @@ def test_store_writes_both_files_atomically_and_resumes(tmp_path):
     assert sorted(os.listdir(tmp_path)) == [RUNNING_FILE, EPOCHS_FILE, TRIALS_FILE]  # no temporary file left
 
     # A new driver (after a kill) sees the finished trial and the epochs of the one still running.
-    again = ResultStore.open(tmp_path)
+    again = ResultStore.open(tmp_path, "acc_max")
     assert again.finished_ids == {"a"}
     assert again.wall_seconds_before("b") == 3.0
     again.add_epoch("b", "", metrics(2, 0.8), wall_seconds=9.0)
@@ -113,7 +116,7 @@ def test_store_writes_both_files_atomically_and_resumes(tmp_path):
 def test_unreadable_or_foreign_results_are_a_user_error(tmp_path):
     (tmp_path / TRIALS_FILE).write_bytes(b"not parquet at all")
     with pytest.raises(MixemError, match="corrupt"):
-        ResultStore.open(tmp_path)
+        ResultStore.open(tmp_path, "acc_max")
     pd.DataFrame({"trial_id": ["x"]}).to_parquet(tmp_path / "other.parquet")
     with pytest.raises(MixemError, match="columns"):
         read_parquet(tmp_path / "other.parquet", trials_schema())

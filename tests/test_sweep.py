@@ -120,7 +120,7 @@ def test_trial_config_applies_the_ablation_preset_last():
 
 def test_results_callback_records_status_and_error(tmp_path):
     """The driver-side callback, fed as Tune feeds it: ASHA's stop marks the result ``done``."""
-    callback = sweep.ResultsCallback(tmp_path, sweep.TrialResources(2, 1.0, 0.5, "gloo"))
+    callback = sweep.ResultsCallback(tmp_path, sweep.TrialResources(2, 1.0, 0.5, "gloo"), "acc_max")
     ticks = iter(range(0, 1000, 10))  # every look at the clock: 10 s later
     callback.clock = lambda: next(ticks)
     callback.setup()

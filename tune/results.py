@@ -22,15 +22,17 @@ import pyarrow.parquet as pq
 
 from mixem.config import FIELDS
 from mixem.errors import MixemError
-from mixem.evaluate import METRIC_KEYS
 from mixem.files import write_atomic
-from mixem.train import LOSS_TERMS
+from mixem.scores import LOSS_TERMS, METRIC_KEYS, ORACLE_METRIC, VALIDATION_KEYS, metric_mode
 
 TRIALS_FILE = "trials.parquet"
 EPOCHS_FILE = "epochs.parquet"
 RUNNING_FILE = ".running.json"
 STATUSES = ("finished", "early_stopped", "errored")
-EPOCH_VALUES = [f"loss_{term}" for term in LOSS_TERMS] + ["lr", "epoch_seconds", "eval_seconds"]
+EPOCH_VALUES = [f"loss_{term}" for term in LOSS_TERMS] + ["lr", "train_images", "world_size", "epoch_seconds",
+                                                           "eval_seconds"]
+# Every score of an evaluation: clustering metrics (label-free silhouettes among them) and the validation loss.
+SCORES = METRIC_KEYS + VALIDATION_KEYS
 _ARROW_TYPES = {bool: pa.bool_(), int: pa.int64(), float: pa.float64(), str: pa.string()}
 NAN = float("nan")
 
@@ -40,8 +42,8 @@ def trials_schema() -> pa.Schema:
     columns = [("trial_id", pa.string()), ("preset", pa.string()), ("dataset", pa.string()),
                ("status", pa.string()), ("error", pa.string())]
     columns += [(f"config/{name}", _ARROW_TYPES[type(field.default)]) for name, field in FIELDS.items()]
-    columns += [(f"final/{key}", pa.float64()) for key in METRIC_KEYS]
-    columns += [(f"best/{key}", pa.float64()) for key in METRIC_KEYS]
+    columns += [(f"final/{key}", pa.float64()) for key in SCORES]
+    columns += [(f"best/{key}", pa.float64()) for key in SCORES]
     columns += [("epochs", pa.int64()), ("wall_seconds", pa.float64()), ("gpu_seconds", pa.float64()),
                 ("cpu_seconds", pa.float64())]
     return pa.schema(columns)
@@ -51,7 +53,7 @@ def epochs_schema() -> pa.Schema:
     """One row per (trial, epoch): loss terms, lr, times, and every metric (NaN when not evaluated)."""
     columns = [("trial_id", pa.string()), ("preset", pa.string()), ("epoch", pa.int64())]
     columns += [(name, pa.float64()) for name in EPOCH_VALUES]
-    columns += [(key, pa.float64()) for key in METRIC_KEYS]
+    columns += [(key, pa.float64()) for key in SCORES]
     return pa.schema(columns)
 
 
@@ -62,25 +64,29 @@ def epoch_row(trial_id: str, preset: str, metrics: dict) -> dict:
     row.update({name: float(metrics.get(name, NAN)) for name in EPOCH_VALUES})
     # Only an evaluated epoch carries metrics: the sweep carries the searched metric forward for
     # Tune between evaluations, and that copy must not pass for a measurement.
-    row.update({key: float(metrics.get(key, NAN)) if evaluated else NAN for key in METRIC_KEYS})
+    row.update({key: float(metrics.get(key, NAN)) if evaluated else NAN for key in SCORES})
     return row
 
 
-def trial_row(trial_id: str, preset: str, config: dict, epochs: list[dict], *, status: str, error: str = "",
-              wall_seconds: float, cpus: float, gpus: float) -> dict:
+def trial_row(trial_id: str, preset: str, config: dict, epochs: list[dict], *, metric: str, status: str,
+              error: str = "", wall_seconds: float, cpus: float, gpus: float) -> dict:
     """The trials.parquet row of a trial that ended: ``config`` is its flat config, ``epochs`` its
-    epoch rows; ``cpus`` and ``gpus`` are what it held while running (its Train workers')."""
+    epoch rows, ``metric`` the sweep's; ``cpus`` and ``gpus`` are what it held while running (its
+    Train workers')."""
     if status not in STATUSES:
         raise ValueError(f"status must be one of {STATUSES}, not {status!r}")
     epochs = sorted(epochs, key=lambda row: row["epoch"])
-    evaluated = [row for row in epochs if not math.isnan(row["acc_max"])]
+    evaluated = [row for row in epochs if not math.isnan(row[ORACLE_METRIC])]  # every evaluation has it
     final = evaluated[-1] if evaluated else {}
-    # "best": every metric read at the one epoch where acc_max peaked (the first, on a tie).
-    best = max(evaluated, key=lambda row: row["acc_max"]) if evaluated else {}
+    # "best": every score read at the one epoch where the sweep's metric peaked (the first, on a tie);
+    # none where the trial never had the metric (the SimCLR head has no component init).
+    scored = [row for row in evaluated if not math.isnan(row[metric])]
+    sign = 1 if metric_mode(metric) == "max" else -1
+    best = max(scored, key=lambda row: sign * row[metric]) if scored else {}
     row = {"trial_id": trial_id, "preset": preset, "dataset": config["dataset"], "status": status, "error": error}
     row.update({f"config/{name}": config[name] for name in FIELDS})
-    row.update({f"final/{key}": final.get(key, NAN) for key in METRIC_KEYS})
-    row.update({f"best/{key}": best.get(key, NAN) for key in METRIC_KEYS})
+    row.update({f"final/{key}": final.get(key, NAN) for key in SCORES})
+    row.update({f"best/{key}": best.get(key, NAN) for key in SCORES})
     row.update(epochs=epochs[-1]["epoch"] if epochs else 0, wall_seconds=wall_seconds,
                gpu_seconds=wall_seconds * gpus, cpu_seconds=wall_seconds * cpus)
     return row
@@ -108,17 +114,17 @@ def read_parquet(path: Path, schema: pa.Schema) -> list[dict]:
 class ResultStore:
     """The results folder of one sweep: finished trials in Parquet, running trials' epochs in JSON."""
 
-    def __init__(self, folder: str | Path):
-        self.folder = Path(folder)
+    def __init__(self, folder: str | Path, metric: str):
+        self.folder, self.metric = Path(folder), metric
         self.trials: list[dict] = []
         self.epochs: list[dict] = []
         self.running: dict[str, dict] = {}  # trial_id -> {"preset", "wall_seconds", "epochs": {epoch: row}}
         self.resumed_wall: dict[str, float] = {}  # wall time each running trial had when this store was opened
 
     @classmethod
-    def open(cls, folder: str | Path) -> ResultStore:
-        """Load what an earlier run of this sweep wrote to ``folder`` (nothing if it is new)."""
-        store = cls(folder)
+    def open(cls, folder: str | Path, metric: str) -> ResultStore:
+        """Load what an earlier run of this sweep (ranking by ``metric``) wrote to ``folder`` (nothing if new)."""
+        store = cls(folder, metric)
         if (store.folder / TRIALS_FILE).exists():
             store.trials = read_parquet(store.folder / TRIALS_FILE, trials_schema())
         if (store.folder / EPOCHS_FILE).exists():
@@ -156,7 +162,7 @@ class ResultStore:
                wall_seconds: float, cpus: float, gpus: float) -> dict:
         """Move a trial that ended into both Parquet files (rewritten atomically) and return its row."""
         epochs = list(self.running.get(trial_id, {}).get("epochs", {}).values())
-        row = trial_row(trial_id, preset, config, epochs, status=status, error=error,
+        row = trial_row(trial_id, preset, config, epochs, metric=self.metric, status=status, error=error,
                         wall_seconds=wall_seconds, cpus=cpus, gpus=gpus)
         self.folder.mkdir(parents=True, exist_ok=True)
         # Epochs first: a driver killed between the two writes leaves the trial running (in

@@ -39,11 +39,10 @@ if __name__ == "__main__":  # `python tune/sweep.py`: make the project importabl
 import ray
 from ray import tune
 
-from mixem.config import DATASET_PRESETS, FIELDS, Config
-from mixem.data import DATASETS
+from mixem.config import DATASET_PRESETS, DATASETS, FIELDS, Config
 from mixem.errors import MixemError
-from mixem.evaluate import METRIC_KEYS
 from mixem.presets import ABLATIONS
+from mixem.scores import FIXED_VARIANT, METRIC_KEYS, VALIDATION_KEYS, metric_mode
 from tune.results import EPOCHS_FILE, TRIALS_FILE, ResultStore
 from tune.space import Choice, LogUniform, search_space
 
@@ -191,14 +190,14 @@ class ResultsCallback(tune.Callback):
 
     clock = staticmethod(time.time)  # tests replace it
 
-    def __init__(self, output: Path, resources: TrialResources):
-        self.output, self.resources = output, resources
+    def __init__(self, output: Path, resources: TrialResources, metric: str):
+        self.output, self.resources, self.metric = output, resources, metric
         self.store: ResultStore | None = None
         self.started: dict[str, float] = {}
         self.stopped_by_scheduler: set[str] = set()
 
     def setup(self, **info):
-        self.store = ResultStore.open(self.output)
+        self.store = ResultStore.open(self.output, self.metric)
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.started[trial.trial_id] = self.clock()
@@ -257,9 +256,13 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                       "NAME=LO:HI searches log-uniformly in [LO, HI], NAME=A,B,C chooses among values, "
                       "NAME=0,LO:HI is 0 or log-uniform in [LO, HI]; or a JSON file of {NAME: value} with the "
                       "same strings, numbers, or lists of values (e.g. --space num_components=10 w_push=0)")
-    what.add_argument("--metric", default="acc_max",
-                      help="metric to maximise, one of mixem.evaluate.METRIC_KEYS (acc_max: the best clustering "
-                      "ACC over all K-means variants; default: %(default)s)")
+    what.add_argument("--metric", default=f"{FIXED_VARIANT}_acc",
+                      help="score to optimise (maximised, or minimised for a validation loss): a key of "
+                      "mixem.scores.METRIC_KEYS or VALIDATION_KEYS. The default, %(default)s, is one clustering "
+                      "fixed before any sweep: the paper's K-means initialised with the mixture components' means, "
+                      "on the L2-normalised mixed embedding z. acc_max is the best ACC of all variants picked with "
+                      "the test labels, an oracle; label-free choices: val_loss, val_contrastive, "
+                      "<variant>_silhouette")
     what.add_argument("--seed", type=int, default=0,
                       help="training seed of every trial, and the searcher's seed (default: %(default)s)")
     what.add_argument("--data-dir", type=Path,
@@ -457,7 +460,8 @@ def plan_sweep(args: argparse.Namespace, fixed: dict, space: dict) -> Plan:
         return Plan({**fixed, **grid_space(space)}, None, scheduler, args.num_samples or 1, list(space))
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # not a line per study and trial
     sampler = TPESampler(seed=args.seed) if args.search == "optuna" else RandomSampler(seed=args.seed)
-    searcher = OptunaSearch(space=OptunaSpace(space, fixed), metric=args.metric, mode="max", sampler=sampler)
+    searcher = OptunaSearch(space=OptunaSpace(space, fixed), metric=args.metric, mode=metric_mode(args.metric),
+                             sampler=sampler)
     return Plan({}, searcher, scheduler, args.num_samples or 16, list(space))
 
 
@@ -581,9 +585,9 @@ def resolve_args(args: argparse.Namespace, kind: str) -> argparse.Namespace:
     for name in ("max_epochs", "workers_per_trial", "max_failures") + (("grace_epochs",) if kind == "sweep" else ()):
         if getattr(args, name) < (0 if name == "max_failures" else 1):
             raise MixemError(f"--{name.replace('_', '-')} must be at least {0 if name == 'max_failures' else 1}.")
-    if args.metric not in METRIC_KEYS:
-        raise MixemError(f"--metric {args.metric!r} is not a metric; use acc_max or a key of "
-                         "mixem.evaluate.METRIC_KEYS such as kmeans_h_l2_acc.")
+    if args.metric not in METRIC_KEYS + VALIDATION_KEYS:
+        raise MixemError(f"--metric {args.metric!r} is not a score; use a key of mixem.scores.METRIC_KEYS or "
+                         f"VALIDATION_KEYS such as {FIXED_VARIANT}_acc or val_loss.")
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     args.output = args.output or Path("sweeps") / f"{args.dataset}-{stamp}"
     args.name = f"{kind}-{args.dataset}-{stamp}"
@@ -614,7 +618,7 @@ def run(args: argparse.Namespace, kind: str, make_plan) -> int:
     fixed, space = resolve_space(args.dataset, read_space_args(args.space), base_overrides(args),
                                  search=kind == "sweep")
     plan = make_plan(args, fixed, space)
-    store = ResultStore.open(output)  # a corrupt results file stops us here, before anything is written
+    store = ResultStore.open(output, args.metric)  # a corrupt results file stops us here, before anything is written
     data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else os.environ.get("MIXEM_DATA_DIR")
     if data_dir and "://" not in data_dir:
         data_dir = str(Path(data_dir).resolve())
@@ -653,11 +657,13 @@ def run(args: argparse.Namespace, kind: str, make_plan) -> int:
                 trainable,
                 param_space=plan.param_space,
                 tune_config=tune.TuneConfig(
-                    metric=args.metric, mode="max", search_alg=plan.search_alg, scheduler=plan.scheduler,
+                    metric=args.metric, mode=metric_mode(args.metric), search_alg=plan.search_alg,
+                    scheduler=plan.scheduler,
                     num_samples=plan.num_samples, max_concurrent_trials=concurrent,
                     trial_name_creator=trial_name, trial_dirname_creator=trial_name),
                 run_config=tune.RunConfig(
-                    name=args.name, storage_path=args.storage, callbacks=[ResultsCallback(output, resources)],
+                    name=args.name, storage_path=args.storage,
+                    callbacks=[ResultsCallback(output, resources, args.metric)],
                     # Train retries the workers from their checkpoint; the trial driver lives on this
                     # node, so a Tune-level retry would only repeat a trial that Train gave up on.
                     failure_config=tune.FailureConfig(max_failures=0), verbose=1),
@@ -705,7 +711,8 @@ def print_summary(output: Path, metric: str, varied: list[str], wall_seconds: fl
             values = group[f"final/{metric}"]
             print(f"{preset:<18}{len(values):>5}  {values.mean():.4f} ± {values.std(ddof=0):.4f}")
     elif len(scored):
-        best = scored.loc[scored[f"final/{metric}"].idxmax()]
+        values = scored[f"final/{metric}"]
+        best = scored.loc[values.idxmax() if metric_mode(metric) == "max" else values.idxmin()]
         config = ", ".join(f"{name}={best[f'config/{name}']:.4g}" if isinstance(best[f"config/{name}"], float)
                            else f"{name}={best[f'config/{name}']}" for name in varied)
         print(f"best trial {best['trial_id']} ({best['status']}, {best['epochs']} epochs): {config}")

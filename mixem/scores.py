@@ -1,0 +1,46 @@
+"""The names of everything an evaluation measures, and which way each is better.
+
+Importable without torch: the sweep's driver, the Parquet schema and the analysis use these names;
+``mixem.evaluate`` computes the values. Two kinds of scores, and the names say which is which:
+
+- label-free, usable to select models without labels: ``<variant>_silhouette`` and the validation
+  loss ``val_loss`` with its terms ``val_<term>`` (``VALIDATION_KEYS``);
+- measured with the test labels: ``<variant>_{acc,nmi,ari}``, and ``acc_max``, the best ACC of all
+  variants, chosen with the labels: an oracle, never a fair score of one method.
+"""
+
+from __future__ import annotations
+
+# What ``mixem.losses.mixem_loss`` returns: the weighted total and each term, unweighted.
+LOSS_TERMS = ("total", "contrastive", "marginal_entropy", "instance", "pull", "push")
+REPRESENTATIONS = ("h", "z", "dom")
+NORMS = ("raw", "l2")
+LABEL_METRICS = ("acc", "nmi", "ari")
+METRICS = (*LABEL_METRICS, "silhouette")
+VARIANTS = [f"{method}_{rep}_{norm}" for method in ("kmeans", "compinit") for rep in REPRESENTATIONS for norm in NORMS]
+VARIANTS.append("argmax_pi")
+# The clustering every sweep and report ranks by unless told otherwise, fixed before any sweep ran:
+# the paper's own pipeline, K-means initialised with the mixture components' means ("essential to
+# robust and high accuracy", MIX'EM's abstract) on the mixed embedding z that the contrastive loss
+# shapes, L2-normalised as the paper's SimCLR baseline. Not chosen by looking at results.
+FIXED_VARIANT = "compinit_z_l2"
+ORACLE_METRIC = "acc_max"
+METRIC_KEYS = [f"{variant}_{metric}" for variant in VARIANTS for metric in METRICS] + [ORACLE_METRIC]
+VALIDATION_KEYS = ["val_loss", *(f"val_{term}" for term in LOSS_TERMS if term != "total")]
+
+
+def metric_mode(key: str) -> str:
+    """ "max" or "min": which way ``key`` (a key of ``METRIC_KEYS`` or ``VALIDATION_KEYS``) is better.
+
+    Every clustering score is better higher. Validation losses are better lower, except the
+    marginal entropy, which the objective subtracts (term (i): every component in use)."""
+    if key in METRIC_KEYS or key == "val_marginal_entropy":
+        return "max"
+    if key in VALIDATION_KEYS:
+        return "min"
+    raise KeyError(key)
+
+
+def is_label_free(key: str) -> bool:
+    """Whether ``key`` is computed without the labels (usable to select models in earnest)."""
+    return key in VALIDATION_KEYS or key.endswith("_silhouette")
