@@ -191,6 +191,8 @@ class Config:
         for name in ("flip_p", "jitter_p", "grayscale_p", "blur_p"):
             if not 0 <= flat[name] <= 1:
                 raise MixemError(f"--{_flag(name)} is a probability and must lie in [0, 1], not {flat[name]}.")
+        if not 0 <= flat["seed"] < 2**32:
+            raise MixemError(f"--seed must lie in [0, 2**32) (scikit-learn's range), not {flat['seed']}.")
         if flat["batch_size"] < 2:
             raise MixemError(f"--batch-size must be at least 2 (NT-Xent needs a negative), not {flat['batch_size']}.")
         if not 0 <= flat["val_fraction"] < 0.5:

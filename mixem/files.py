@@ -6,6 +6,10 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+# A run folder's layout (mixem.train writes it; tune/ reads the history inside checkpoints too).
+CHECKPOINT_FILE = "checkpoint.pt"
+HISTORY_FILE = "history.jsonl"  # one JSON line per epoch, in the run folder and in every checkpoint
+
 
 def write_atomic(path: Path, content: str | Callable[[Path], None]) -> None:
     """Write ``content`` (text, or a function that writes a given path) to a temporary file beside

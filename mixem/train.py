@@ -43,7 +43,7 @@ from mixem.config import CONCERNS, DATASETS, FIELDS, Config
 from mixem.data import load_dataset
 from mixem.errors import MixemError, NonFiniteLossError
 from mixem.evaluate import evaluate, validation_loss
-from mixem.files import write_atomic
+from mixem.files import CHECKPOINT_FILE, HISTORY_FILE, write_atomic
 from mixem.losses import mixem_loss
 from mixem.model import MixemModel, TwoViews
 from mixem.presets import ABLATIONS
@@ -52,7 +52,6 @@ from mixem.scores import FIXED_VARIANT, LOSS_TERMS, ORACLE_METRIC
 Report = Callable[[dict, "Path | None"], None]
 # Fields that may change when a run is resumed; anything else would make a different experiment.
 RESUMABLE_CHANGES = {"epochs", "eval_every", "kmeans_n_init", "interim_kmeans_n_init", "eval_batch_size"}
-CHECKPOINT_FILE = "checkpoint.pt"
 # The autograd all_gather is what we need (its backward sums the gradients of every rank); torch
 # recommends a private module instead, so its deprecation warning is noise for our users.
 warnings.filterwarnings("ignore", "torch.distributed.nn.functional.all_gather is deprecated", FutureWarning)
@@ -161,6 +160,65 @@ def gathered_objective(out_a: dict, out_b: dict, loss_weights: dict, world_size:
     return mixem_loss(pi_a, z_a, pi_b, z_b, **loss_weights)
 
 
+@dataclasses.dataclass(frozen=True)
+class Speed:
+    """How the training step runs; the experiment (data, model, objective) is the same either way.
+    On CUDA: bf16 autocast for the step, channels_last tensors, fused Adam; ``compile`` adds
+    ``torch.compile``. On the CPU all are off (bf16 and channels_last are slower there)."""
+
+    bf16: bool = False
+    channels_last: bool = False
+    fused_adam: bool = False
+    compile: bool = False
+
+    @classmethod
+    def for_device(cls, device: torch.device, compile: bool = False) -> Speed:
+        on_gpu = device.type == "cuda"
+        return cls(bf16=on_gpu, channels_last=on_gpu, fused_adam=on_gpu, compile=compile)
+
+
+def build_training(config: Config, device: torch.device, speed: Speed, world_size: int):
+    """``(model, views_model, optimizer)``: the model on ``device``, what the step calls (both views
+    through the model, DDP-wrapped with several workers, compiled if asked) and Adam."""
+    info = DATASETS[config.data.dataset]
+    model = MixemModel(config.model, info.channels, info.image_size).to(device)
+    if speed.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    views_model = TwoViews(torch.compile(model) if speed.compile else model)
+    if world_size > 1:
+        views_model = torch.nn.parallel.DistributedDataParallel(
+            views_model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay, fused=speed.fused_adam or None
+    )
+    return model, views_model, optimizer
+
+
+def train_step(
+    views_model,
+    optimizer,
+    images: torch.Tensor,
+    config: Config,
+    generator: torch.Generator,
+    world_size: int,
+    speed: Speed,
+) -> dict[str, torch.Tensor]:
+    """One optimisation step on uint8 ``images`` (this worker's share of the global batch): two
+    augmented views, the model once per view, the objective over the global batch, Adam. Returns
+    the loss terms, still on the device: this makes no host-device synchronisation."""
+    views = augment(images, config.augment, generator), augment(images, config.augment, generator)
+    if speed.channels_last:
+        views = tuple(view.contiguous(memory_format=torch.channels_last) for view in views)
+    with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=speed.bf16):
+        out_a, out_b = views_model(*views)
+    terms = gathered_objective(out_a, out_b, dataclasses.asdict(config.loss), world_size)
+    optimizer.zero_grad(set_to_none=True)
+    terms["total"].backward()
+    optimizer.step()
+    return terms
+
+
 def _augment_generator(device: torch.device, seed: int, rank: int, epoch: int) -> torch.Generator:
     """The augmentation stream of one rank in one epoch: a function of (seed, rank, epoch) alone,
     so a resumed run draws what the uninterrupted run would have, on every rank."""
@@ -177,6 +235,7 @@ def train(
     resume_from: str | Path | None = None,
     device: str | torch.device | None = None,
     progress: bool | None = None,
+    compile: bool = False,
 ) -> dict:
     """Train on ``config.data.train_split`` less the validation images, evaluate on ``eval_split``;
     return the last evaluation.
@@ -211,7 +270,6 @@ def train(
             f"The evaluation split {data_cfg.eval_split!r} holds {len(eval_images)} images, fewer than the "
             f"{data.num_classes} clusters to find; pass a larger --eval-split."
         )
-    info = DATASETS[data_cfg.dataset]
     # uint8 on the device: augmentation needs no host round trip.
     train_images, val_images = train_images.to(device), val_images.to(device)
 
@@ -226,13 +284,8 @@ def train(
         )
     steps_per_epoch = len(train_images) // global_batch
 
-    model = MixemModel(config.model, info.channels, info.image_size).to(device)
-    views_model = TwoViews(model)
-    if world_size > 1:
-        views_model = torch.nn.parallel.DistributedDataParallel(
-            views_model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    optimizer = torch.optim.Adam(model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
+    speed = Speed.for_device(device, compile)
+    model, views_model, optimizer = build_training(config, device, speed, world_size)
     schedule = LrSchedule(optim.epochs, optim.constant_lr_epochs)
 
     start_epoch, history, last_eval = 0, [], {}
@@ -247,7 +300,6 @@ def train(
     if start_epoch >= optim.epochs and rank == 0:
         print(f"Nothing to do: the checkpoint already has {start_epoch} of {optim.epochs} epochs.", file=sys.stderr)
 
-    loss_weights = dataclasses.asdict(config.loss)
     for epoch in range(start_epoch, optim.epochs):
         started = time.perf_counter()
         lr = optim.lr * schedule.factor(epoch)
@@ -268,14 +320,9 @@ def train(
             dynamic_ncols=True,
         )
         for step in bar:
-            images = train_images[order[step, rank]]
-            view_a, view_b = augment(images, config.augment, generator), augment(images, config.augment, generator)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                out_a, out_b = views_model(view_a, view_b)
-            terms = gathered_objective(out_a, out_b, loss_weights, world_size)
-            optimizer.zero_grad(set_to_none=True)
-            terms["total"].backward()
-            optimizer.step()
+            terms = train_step(
+                views_model, optimizer, train_images[order[step, rank]], config, generator, world_size, speed
+            )
             sums += torch.stack([terms[name].detach() for name in LOSS_TERMS])
             if progress and step % 10 == 0:
                 bar.set_postfix(loss=f"{terms['total'].item():.3f}")  # .item() syncs with the GPU: only now and then
@@ -324,8 +371,11 @@ def train(
                 "history": history,
                 "last_eval": last_eval,
             }
+            history_lines = "".join(json.dumps(row) + "\n" for row in history)
+            # The history goes into the checkpoint too: a sweep recovers from it epochs whose report was lost.
+            write_atomic(checkpoint_dir / HISTORY_FILE, history_lines)
             write_atomic(checkpoint_dir / CHECKPOINT_FILE, partial(torch.save, state))
-            write_atomic(out_dir / "history.jsonl", "".join(json.dumps(row) + "\n" for row in history))
+            write_atomic(out_dir / HISTORY_FILE, history_lines)
             if record["evaluated"]:
                 write_atomic(out_dir / "metrics.json", json.dumps(last_eval, indent=2) + "\n")
             print(_summary(record), file=sys.stderr, flush=True)
@@ -407,6 +457,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--download", action="store_true", help="download the dataset into --data-dir when missing")
     run.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     run.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the model (on CUDA the step already uses bf16 autocast, channels_last and fused Adam)",
+    )
+    run.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -482,6 +537,7 @@ def main(argv: list[str] | None = None) -> int:
             resume_from=args.resume,
             device=args.device,
             progress=args.progress,
+            compile=args.compile,
         )
     except MixemError as error:
         if rank == 0:

@@ -1,13 +1,15 @@
-"""tune/sweep.py end to end on a local Ray (CPU, digits, tiny configs); tune/ablate.py runs in
-test_sweep_cluster.py.
+"""tune/sweep.py end to end on a local Ray (CPU, digits, tiny configs), and its fault tolerance:
+a driver killed with SIGKILL at an unlucky moment or stopped with SIGTERM, a second driver, a
+resume from the storage alone, trials that diverge or raise. tune/ablate.py and multi-node
+clusters run in test_sweep_cluster.py.
 
-One Ray per module, with its own temp dir and HOME (Ray writes ~/.ray); the sweeps run in this
-process through ``main`` except the killed-and-resumed one, which runs as the CLI in
-subprocesses that join this module's Ray.
+One Ray per module, with its own temp dir and HOME (Ray writes ~/.ray). Sweeps run in this
+process through ``main``, except the killed ones, which run as the CLI in subprocesses that join
+this module's Ray (``--address``, with a storage folder on this machine that is vouched shared).
 """
 
-import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -15,16 +17,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
-import optuna
 import pandas as pd
 import pytest
 
-from mixem.errors import MixemError
-from tune import sweep
-from tune.results import EPOCHS_FILE, RUNNING_FILE, TRIALS_FILE, epochs_schema, trials_schema
-from tune.space import Choice, LogUniform
+from tune import cluster, sweep
+from tune.results import EPOCHS_FILE, TRIALS_FILE, epochs_schema, trials_schema
 
 ROOT = Path(__file__).resolve().parents[1]
 # Every searched weight fixed: the trials of a test differ only where the test says so.
@@ -41,11 +39,9 @@ def local_ray(tmp_path_factory):
     saved = {name: os.environ.get(name) for name in ("HOME", "PYTHONPATH", "RAY_AUTH_MODE")}
     os.environ.pop("RAY_AUTH_MODE", None)
     os.environ["HOME"] = str(tmp_path_factory.mktemp("home"))
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), saved["PYTHONPATH"]]))
-    # The sweep's own way to start Ray (dashboard, environment); unix socket paths must stay short,
-    # so the temp dir is a folder directly under /tmp.
+    # Unix socket paths must stay short, so the temp dir is a folder directly under /tmp.
     temp_dir = tempfile.mkdtemp(dir="/tmp", prefix="mxs-")
-    sweep.start_ray(None, num_cpus=2, _temp_dir=temp_dir)
+    cluster.start_ray(None, verbose=False, num_cpus=2, _temp_dir=temp_dir)  # the sweep's own way to start Ray
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
     shutil.rmtree(temp_dir, ignore_errors=True)
@@ -63,131 +59,27 @@ def read_results(output: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return trials, epochs
 
 
+def assert_each_epoch_once(trials: pd.DataFrame, epochs: pd.DataFrame) -> None:
+    """Every trial's epochs are in epochs.parquet once each, 1..its epochs, and nothing else is."""
+    per_trial = epochs.groupby("trial_id")["epoch"].apply(list).to_dict()
+    assert per_trial == {row.trial_id: list(range(1, row.epochs + 1)) for row in trials.itertuples()
+                         if row.epochs > 0}
+
+
 def live_placement_groups() -> list:
     import ray
 
     return [pg for pg in ray.util.placement_group_table().values() if pg["state"] != "REMOVED"]
 
 
-# ---------------------------------------------------------------------------------------------
-# Without Ray: the command line and the search space
+def train_workers() -> set[str]:
+    from ray.util.state import list_actors
 
-
-def test_space_arguments_fix_narrow_and_choose():
-    fixed, space = sweep.resolve_space(
-        "digits", sweep.read_space_args(["w_push=0", "lr=1e-3:1e-2", "num_components=10,20", "w_pull=0,0.01:0.1",
-                                         "weight_decay=1e-6"]), {"dataset": "digits", "epochs": 2})
-    assert fixed["w_push"] == 0 and fixed["weight_decay"] == 1e-6 and "w_push" not in space
-    assert space["lr"] == LogUniform(1e-3, 1e-2, grid=space["lr"].grid, or_zero=False)
-    assert space["num_components"] == Choice((10, 20))
-    assert space["w_pull"].or_zero and (space["w_pull"].low, space["w_pull"].high) == (0.01, 0.1)
-    assert {"w_entropy", "w_instance", "temperature"} <= set(space)  # untouched: searched as tune/space.py says
-
-
-@pytest.mark.parametrize("tokens, message", [
-    (["bogus=1"], "unknown field 'bogus'"),
-    (["w_push=-0.1"], ">= 0"),
-    (["w_pull=-1:1"], "0 < LO < HI"),
-    (["num_components=5:50"], "not a real number"),
-    (["epochs=3"], "--max-epochs"),
-])
-def test_bad_space_is_one_sentence(tokens, message):
-    with pytest.raises(MixemError, match=message):
-        sweep.resolve_space("digits", sweep.read_space_args(tokens), {"dataset": "digits"})
-
-
-def test_optuna_space_draws_zero_or_a_log_uniform_value():
-    space = {"w_push": LogUniform(0.005, 0.5, grid=(0.0,), or_zero=True), "num_components": Choice((10, 20))}
-    define = sweep.OptunaSpace(space, {"dataset": "digits", "epochs": 2})
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    drawn = []
-    for _ in range(30):
-        trial = study.ask()
-        constants = define(trial)
-        values = {**trial.params, **constants}
-        drawn.append(values["w_push"])
-        assert constants["dataset"] == "digits" and values["num_components"] in (10, 20)
-        study.tell(trial, 0.0)
-    assert 0.0 in drawn and any(0.005 <= w <= 0.5 for w in drawn)
-    assert all(w == 0.0 or 0.005 <= w <= 0.5 for w in drawn)
-
-
-def test_trial_config_applies_the_ablation_preset_last():
-    config = sweep.trial_config_to_config({"dataset": "digits", "preset": "simclr", "w_push": 0.3, "w_push_on": True})
-    assert config.model.head == "simclr" and config.loss.w_push == 0.0
-    assert config.model.backbone == "small_cnn"  # the dataset preset is underneath
-
-
-def test_results_callback_records_status_and_error(tmp_path):
-    """The driver-side callback, fed as Tune feeds it: ASHA's stop marks the result ``done``."""
-    callback = sweep.ResultsCallback(tmp_path, sweep.TrialResources(2, 1.0, 0.5, "gloo"), "acc_max")
-    ticks = iter(range(0, 1000, 10))  # every look at the clock: 10 s later
-    callback.clock = lambda: next(ticks)
-    callback.setup()
-    config = {"dataset": "digits", "epochs": 3, "w_push_on": False, "w_push": 0.0}
-
-    def trial(trial_id, error=None):
-        return SimpleNamespace(trial_id=trial_id, config=config, last_result={}, get_error=lambda: error)
-
-    def epoch(number, done=False):
-        return {"epoch": number, "evaluated": True, "acc_max": 0.5 + number / 10, "done": done, "loss_total": 1.0}
-
-    stopped, finished = trial("stopped"), trial("finished")
-    for t, results in ((stopped, [epoch(1), epoch(2, done=True)]), (finished, [epoch(1), epoch(2), epoch(3, True)])):
-        callback.on_trial_start(0, [], t)
-        for result in results:
-            callback.on_trial_result(0, [], t, result)
-            t.last_result = result
-        callback.on_trial_complete(0, [], t)
-    failed = trial("failed", error="Traceback (most recent call last):\n  File \"x.py\", line 1\n"
-                   "ray.exceptions.RayTaskError(DataNotFoundError): ray::train_worker\n"
-                   "mixem.errors.DataNotFoundError: CIFAR-10 is not in /data; pass --data-dir.")
-    callback.on_trial_error(0, [], failed)
-    trials = pd.read_parquet(tmp_path / TRIALS_FILE).set_index("trial_id")
-    assert trials.loc["stopped", "status"] == "early_stopped" and trials.loc["stopped", "epochs"] == 2
-    assert trials.loc["finished", "status"] == "finished"  # ASHA's stop at max_t is not an early stop
-    assert trials.loc["failed", "status"] == "errored"
-    assert trials.loc["failed", "error"] == "CIFAR-10 is not in /data; pass --data-dir."
-    assert trials.loc["finished", "config/w_push"] == 0.0 and trials.loc["finished", "config/backbone"] == "small_cnn"
-    # "finished": started at tick 0 (s), three results, ended at the fifth look: 40 s, on 2 CPUs and 1 GPU.
-    assert trials.loc["stopped", "wall_seconds"] == 30
-    assert trials.loc["finished", "wall_seconds"] == 40
-    assert (trials.loc["finished", "cpu_seconds"], trials.loc["finished", "gpu_seconds"]) == (80, 40)
-    assert sweep.error_summary("Traceback:\n  File 'a'\nValueError: bad value") == "ValueError: bad value"
-
-
-def test_bad_input_exits_2_and_keeps_finished_work(tmp_path, capsys):
-    assert sweep.main(["--dataset", "mnist", "--output", str(tmp_path / "a")]) == 2
-    assert "Unknown dataset 'mnist'" in capsys.readouterr().err
-    assert sweep.main(["--dataset", "digits", "--space", "w_entropy=-2", "--output", str(tmp_path / "b")]) == 2
-    assert "--w-entropy must be >= 0" in capsys.readouterr().err
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
-    # A sweep folder whose results were damaged: --resume refuses and touches nothing.
-    damaged = tmp_path / "damaged"
-    damaged.mkdir()
-    (damaged / sweep.SETTINGS_FILE).write_text(json.dumps(
-        {"kind": "sweep", "name": "x", "storage": str(damaged / "ray"),
-         "args": {"dataset": "digits", "space": [], "max_epochs": 2, "grace_epochs": 1, "seed": 0,
-                  "smoke_test": False, "metric": "acc_max", "search": "optuna", "num_samples": 2,
-                  "reduction_factor": 3}}))
-    (damaged / TRIALS_FILE).write_bytes(b"PAR1 truncated")
-    assert sweep.main(["--output", str(damaged), "--resume"]) == 2
-    assert "is corrupt" in capsys.readouterr().err
-    assert (damaged / TRIALS_FILE).read_bytes() == b"PAR1 truncated"
-    # An --address where no Ray answers fails at once (Ray itself would retry forever).
-    with pytest.raises(MixemError, match="No Ray cluster answers"):
-        sweep.dashboard_url("127.0.0.1:1")
-    # Starting a new sweep over an existing one is refused too.
-    assert sweep.main(["--dataset", "digits", "--output", str(damaged)]) == 2
-    assert "already holds a sweep" in capsys.readouterr().err
-
-
-# ---------------------------------------------------------------------------------------------
-# With Ray
+    return {actor["actor_id"] for actor in list_actors(filters=[("class_name", "=", "RayTrainWorker")], limit=1000)}
 
 
 def test_sweep_writes_one_row_per_trial_and_asha_stops_the_weak(local_ray, tmp_path):
-    """A grid of a good and a useless lr; every other searched field fixed."""
+    """A grid of a good and a useless lr, one at a time: the first sets the bar at ASHA's rung."""
     output = tmp_path / "sweep"
     started = time.time()
     code = sweep.main(["--dataset", "digits", "--search", "grid", "--space", *FIXED, "lr=1e-3,1e-9",
@@ -196,19 +88,16 @@ def test_sweep_writes_one_row_per_trial_and_asha_stops_the_weak(local_ray, tmp_p
     assert code == 0
     trials, epochs = read_results(output)
     assert len(trials) == 2 and trials["trial_id"].is_unique and (trials["error"] == "").all()
-    # One at a time, in grid order: lr=1e-3 sets the bar at ASHA's rung (epoch 1), lr=1e-9 falls under it.
     by_lr = trials.set_index("config/lr")
     assert by_lr.loc[1e-3, "status"] == "finished" and by_lr.loc[1e-3, "epochs"] == 2
     assert by_lr.loc[1e-9, "status"] == "early_stopped" and by_lr.loc[1e-9, "epochs"] == 1
-    # Every trial's epochs are in epochs.parquet once each, and the trial row agrees with them.
-    per_trial = epochs.groupby("trial_id")["epoch"].apply(list).to_dict()
-    assert per_trial == {row.trial_id: list(range(1, row.epochs + 1)) for row in trials.itertuples()}
+    assert_each_epoch_once(trials, epochs)
     last_epoch = epochs.sort_values("epoch").groupby("trial_id").last()  # every epoch is evaluated here
     assert trials.set_index("trial_id")["final/acc_max"].to_dict() == last_epoch["acc_max"].to_dict()
     assert (trials["config/dataset"] == "digits").all() and (trials["config/epochs"] == 2).all()
     assert (trials["cpu_seconds"] == trials["wall_seconds"]).all() and (trials["gpu_seconds"] == 0).all()
     assert (trials["wall_seconds"] > 0).all() and (trials["wall_seconds"] < time.time() - started).all()
-    assert json.loads((output / RUNNING_FILE).read_text()) == {}
+    assert (epochs["train_images"] > 0).all() and (epochs["world_size"] == 1).all()
     # Early-stopped trials' placement groups are freed (by Train's cleaner, through the dashboard).
     deadline = time.time() + 60
     while live_placement_groups() and time.time() < deadline:
@@ -216,41 +105,133 @@ def test_sweep_writes_one_row_per_trial_and_asha_stops_the_weak(local_ray, tmp_p
     assert live_placement_groups() == []
 
 
-def test_killed_sweep_resumes_keeping_finished_trials(local_ray, tmp_path):
-    """The CLI, joined to this module's Ray, is SIGKILLed once a trial has finished and the next has
-    reported an epoch; --resume finishes the second from its checkpoint and keeps the first."""
-    output = tmp_path / "killed"
-    command = [sys.executable, str(ROOT / "tune" / "sweep.py"), "--output", str(output), "--address", local_ray]
-    first = subprocess.Popen(command + ["--dataset", "digits", "--smoke-test", "--num-samples", "2",
-                                        "--max-epochs", "3", "--grace-epochs", "3", "--max-concurrent", "1"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.time() + 240
-        while time.time() < deadline and first.poll() is None:
-            ended, running = set(), set()
-            if (output / TRIALS_FILE).exists() and (output / RUNNING_FILE).exists():
-                ended = set(pd.read_parquet(output / TRIALS_FILE)["trial_id"])
-                running = set(json.loads((output / RUNNING_FILE).read_text()))
-            if len(ended) == 1 and running - ended:  # the second trial has reported an epoch
-                break
-            time.sleep(0.5)
-        assert first.poll() is None, "the sweep ended before it could be killed"
-        os.kill(first.pid, signal.SIGKILL)
-        first.wait(30)
-    finally:
-        if first.poll() is None:
-            os.kill(first.pid, signal.SIGKILL)
-    before, _ = read_results(output)
-    assert len(before) == 1
-    interrupted = next(iter(json.loads((output / RUNNING_FILE).read_text())))
+def test_diverging_and_raising_trials_end_at_once_with_their_reason(local_ray, tmp_path):
+    """lr 1e20 makes the loss NaN in epoch 1; an unknown split raises a MixemError in the worker."""
+    from ray import tune
 
-    resumed = subprocess.run(command + ["--resume"], capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    output = tmp_path / "failing"
+    before = train_workers()
+    code = sweep.main(["--dataset", "digits", "--search", "grid", "--space", *FIXED, "lr=1e-3,1e20",
+                       "train_split=train+test,bogus", "--max-epochs", "2", "--grace-epochs", "2",
+                       "--max-concurrent", "2", "--max-failures", "2", "--output", str(output)])
+    assert code == 0
     trials, epochs = read_results(output)
-    assert len(trials) == 2 and set(trials["status"]) == {"finished"}
-    kept = trials.set_index("trial_id").loc[before.loc[0, "trial_id"]]
-    assert kept.equals(before.set_index("trial_id").iloc[0])  # the finished trial's row, untouched
-    assert sorted(epochs[epochs["trial_id"] == interrupted]["epoch"]) == [1, 2, 3]
-    # The interrupted trial continued from its checkpoint: the resumed run trained no epoch 1.
-    assert "epoch 3:" in resumed.stdout + resumed.stderr
-    assert "epoch 1:" not in resumed.stdout + resumed.stderr
+    trials = trials.set_index(["config/lr", "config/train_split"])
+    assert trials.loc[(1e-3, "train+test"), "status"] == "finished"
+    diverged = trials.loc[(1e20, "train+test")]
+    assert diverged["status"] == "errored" and diverged["epochs"] == 0
+    assert diverged["error"].startswith("The loss became nan at epoch 1; lower --lr")
+    for lr in (1e-3, 1e20):
+        raised = trials.loc[(lr, "bogus")]
+        assert raised["status"] == "errored" and raised["error"].startswith("Unknown split 'bogus'")
+    # No retries: one Train worker per trial, though --max-failures allows two more for each.
+    assert len(train_workers() - before) == 4
+    # The searcher is told the diverged trial was as bad as can be (the worst value, not a failure
+    # it would ignore); the raising ones failed.
+    analysis = tune.ExperimentAnalysis(str(next((output / "ray").iterdir())))
+    by_split_lr = {(t.config["train_split"], t.config["lr"]): t for t in analysis.trials}
+    assert by_split_lr[("train+test", 1e20)].status == "TERMINATED"
+    assert by_split_lr[("train+test", 1e20)].last_result["compinit_z_l2_acc"] == -1.0
+    assert by_split_lr[("bogus", 1e-3)].status == "ERROR"
+
+
+def start_cli(command: list[str], log: Path) -> subprocess.Popen:
+    return subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def wait_for(condition, process: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        assert process.poll() is None, "the sweep ended before the moment the test waits for"
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+def rows(output: Path) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(output / TRIALS_FILE)
+    except (OSError, ValueError):
+        return pd.DataFrame(columns=["trial_id", "status"])
+
+
+def cli(local_ray: str, output: Path, storage: Path) -> list[str]:
+    return [sys.executable, str(ROOT / "tune" / "sweep.py"), "--output", str(output), "--address", local_ray,
+            "--storage", str(storage), "--storage-shared", "--gpus-per-worker", "0"]
+
+
+def test_killed_sweeps_lose_change_and_rerun_nothing(local_ray, tmp_path):
+    """Two trials at once, four in all, ASHA on: SIGKILL the driver a random fraction of a second
+    after a trial's row lands, resume on "another machine" from the storage alone, kill again
+    after the next row, resume in place. No row is lost, changed or written twice; no trial with a
+    row is trained again; every epoch is recorded once."""
+    storage, first, second = tmp_path / "storage", tmp_path / "first", tmp_path / "second"
+    grid = ["--dataset", "digits", "--search", "grid", "--space", *FIXED, "lr=2e-3,1e-9,1e-3,3e-3",
+            "--max-epochs", "4", "--grace-epochs", "2", "--reduction-factor", "2", "--max-concurrent", "2"]
+    rng = random.Random(os.getpid())
+    driver = start_cli(cli(local_ray, first, storage) + grid, tmp_path / "first.log")
+    try:
+        wait_for(lambda: len(rows(first)) >= 1, driver)
+        time.sleep(rng.uniform(0, 1))
+        driver.kill()
+        driver.wait(30)
+    finally:
+        driver.kill()
+    kept, kept_epochs = read_results(first)
+    assert len(kept) >= 1
+    experiment = next(path for path in storage.iterdir() if path.name.startswith("sweep-"))
+    shutil.rmtree(first)  # the old head node is gone: only the storage is left
+
+    driver = start_cli(cli(local_ray, second, storage)[:-4] + ["--gpus-per-worker", "0", "--resume-from",
+                                                                  str(experiment)], tmp_path / "second.log")
+    try:
+        wait_for(lambda: len(rows(second)) > len(kept), driver)
+        time.sleep(rng.uniform(0, 1))
+        driver.kill()
+        driver.wait(30)
+    finally:
+        driver.kill()
+    later, _ = read_results(second)
+
+    resumed = subprocess.run(cli(local_ray, second, storage)[:-4] + ["--gpus-per-worker", "0", "--resume"],
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    trials, epochs = read_results(second)
+    assert len(trials) == 4 and trials["trial_id"].is_unique
+    assert set(trials["status"]) <= {"finished", "early_stopped"} and "early_stopped" in set(trials["status"])
+    indexed = trials.set_index("trial_id")
+    for earlier in (kept, later):  # rows written before each kill are untouched
+        for row in earlier.itertuples(index=False):
+            assert indexed.loc[row.trial_id].equals(pd.Series(row._asdict()).drop("trial_id").astype(object)
+                                                    .combine_first(indexed.loc[row.trial_id]).astype(
+                                                        indexed.loc[row.trial_id].dtype)) or \
+                indexed.loc[row.trial_id].to_dict() == pd.Series(row._asdict()).drop("trial_id").to_dict()
+    ended_epochs = kept_epochs[kept_epochs["trial_id"].isin(kept["trial_id"])].reset_index(drop=True)
+    after = epochs[epochs["trial_id"].isin(kept["trial_id"])].reset_index(drop=True)
+    pd.testing.assert_frame_equal(after, ended_epochs)  # an ended trial's epochs are not re-trained or rewritten
+    assert_each_epoch_once(trials, epochs)
+
+
+def test_sigterm_stops_like_ctrl_c_and_a_second_driver_is_refused(local_ray, tmp_path):
+    storage, output = tmp_path / "storage", tmp_path / "out"
+    grid = ["--dataset", "digits", "--search", "grid", "--space", *FIXED, "lr=1e-3,2e-3",
+            "--max-epochs", "6", "--grace-epochs", "6", "--max-concurrent", "1"]
+    driver = start_cli(cli(local_ray, output, storage) + grid, tmp_path / "first.log")
+    try:
+        epochs_seen = lambda: (output / EPOCHS_FILE).exists() and len(pd.read_parquet(output / EPOCHS_FILE)) >= 2  # noqa: E731
+        wait_for(epochs_seen, driver)
+        second = subprocess.run(cli(local_ray, output, storage) + ["--resume"], capture_output=True, text=True,
+                                timeout=120)
+        assert second.returncode == 2 and f"Another sweep driver (pid {driver.pid}" in second.stderr
+        driver.send_signal(signal.SIGTERM)  # what `ray job stop` sends
+        assert driver.wait(120) == 130
+    finally:
+        driver.kill()
+    log = (tmp_path / "first.log").read_text()
+    assert "--resume" in log and "Traceback" not in log
+    stopped, _ = read_results(output)
+    resumed = subprocess.run(cli(local_ray, output, storage) + ["--resume"], capture_output=True, text=True,
+                             timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    trials, epochs = read_results(output)
+    assert len(trials) == 2 and set(trials["status"]) == {"finished"} and len(stopped) < 2
+    assert_each_epoch_once(trials, epochs)

@@ -194,6 +194,9 @@ def test_non_finite_loss_is_a_mixem_error_with_the_epoch(tmp_path, monkeypatch):
         (["--val-fraction", "0.5"], "--val-fraction must lie in [0, 0.5)"),
         (["--kmeans-max-iter", "0"], "--kmeans-max-iter must be > 0"),
         (["--lr", "nan"], "--lr must be a finite number"),
+        (["--seed", "-1"], "--seed must lie in [0, 2**32)"),
+        (["--epochs", "0"], "--epochs must be > 0"),
+        (["--stl10-unlabeled"], "--stl10-unlabeled is for stl10 only"),
     ],
 )
 def test_user_errors_exit_2_with_one_sentence(tmp_path, capsys, argv, message):
