@@ -1,5 +1,6 @@
-"""tune/results.py: rows, the Parquet schema, atomic files, and what survives a restart."""
+"""tune/results.py: rows, the Parquet schema, atomic files, the copy in storage, and what survives a restart."""
 
+import json
 import math
 import os
 
@@ -11,10 +12,11 @@ from mixem.config import Config
 from mixem.errors import MixemError
 from tune.results import (
     EPOCHS_FILE,
-    RUNNING_FILE,
     SCORES,
     TRIALS_FILE,
-    ResultStore,
+    ResultFiles,
+    Storage,
+    checkpoint_history,
     epoch_row,
     epochs_schema,
     read_parquet,
@@ -53,7 +55,7 @@ def test_schema_columns_and_types_are_the_documented_ones():
     assert "final/acc_max" in trials.names and "best/kmeans_h_l2_acc" in trials.names
     assert epochs.names[:3] == ["trial_id", "preset", "epoch"]
     for name in ("loss_total", "loss_contrastive", "loss_marginal_entropy", "loss_instance", "loss_pull", "loss_push",
-                 "lr", "epoch_seconds", "eval_seconds", "acc_max"):
+                 "lr", "train_images", "world_size", "epoch_seconds", "eval_seconds", "trial_seconds", "acc_max"):
         assert epochs.field(name).type == pa.float64()
     # Nothing the contract does not name: the string variant name stays out of the files.
     assert "acc_max_variant" not in trials.names + epochs.names
@@ -61,62 +63,115 @@ def test_schema_columns_and_types_are_the_documented_ones():
     assert len(trials.names) == 5 + len(CONFIG) + 2 * len(SCORES) + 4
 
 
-def test_epoch_row_keeps_metrics_only_when_evaluated():
-    carried = {**metrics(2, None), "acc_max": 0.9}  # the sweep carries acc_max forward for Tune
-    row = epoch_row("t1", "", carried)
-    assert row["epoch"] == 2 and row["loss_total"] == 0.5
-    assert math.isnan(row["acc_max"]) and math.isnan(row["kmeans_h_l2_acc"])
-    assert epoch_row("t1", "", metrics(3, 0.8))["acc_max"] == 0.8
+def row(trial_id, epoch, acc_max, seconds=1.0):
+    return epoch_row(trial_id, "", metrics(epoch, acc_max), seconds)
 
 
-def test_trial_row_final_is_last_evaluation_and_best_is_the_peak_epoch():
-    epochs = [epoch_row("t", "mixem", m) for m in (metrics(1, 0.5), metrics(2, 0.9), metrics(3, None),
-                                                    metrics(4, 0.7), metrics(5, None))]
-    row = trial_row("t", "mixem", CONFIG, epochs, metric="acc_max", status="finished", wall_seconds=10.0, cpus=2,
-                    gpus=1)
-    assert row["final/acc_max"] == 0.7 and row["final/kmeans_h_raw_nmi"] == 40.0
-    # best/M: every metric read at the epoch with the highest acc_max (epoch 2), not its own maximum.
-    assert row["best/acc_max"] == 0.9 and row["best/kmeans_h_raw_nmi"] == 20.0
-    assert row["epochs"] == 5 and row["preset"] == "mixem" and row["dataset"] == "digits"
-    assert (row["cpu_seconds"], row["gpu_seconds"]) == (20.0, 10.0)
-    never = trial_row("u", "", CONFIG, [epoch_row("u", "", metrics(1, None))], metric="acc_max",
-                      status="errored", error="boom",
+def finished(files, trial_id, status="finished"):
+    return trial_row(trial_id, "", CONFIG, files.epochs_of(trial_id), metric="acc_max", status=status, error="",
+                     wall_seconds=9.0, cpus=1, gpus=0)
+
+
+def test_epoch_row_keeps_scores_only_when_evaluated():
+    carried = {**metrics(2, None), "acc_max": 0.9}  # the sweep carries the metric forward for Tune
+    evaluated = epoch_row("t1", "", carried, 5.0)
+    assert evaluated["epoch"] == 2 and evaluated["loss_total"] == 0.5 and evaluated["trial_seconds"] == 5.0
+    assert math.isnan(evaluated["acc_max"]) and math.isnan(evaluated["kmeans_h_l2_acc"])
+    assert epoch_row("t1", "", metrics(3, 0.8), 6.0)["acc_max"] == 0.8
+
+
+def test_trial_row_final_is_last_evaluation_and_best_is_where_the_metric_peaked():
+    epochs = [epoch_row("t", "mixem", m, 1.0) for m in (metrics(1, 0.5), metrics(2, 0.9), metrics(3, None),
+                                                         metrics(4, 0.7), metrics(5, None))]
+    best_row = trial_row("t", "mixem", CONFIG, epochs, metric="acc_max", status="finished", error="",
+                         wall_seconds=10.0, cpus=2, gpus=1)
+    assert best_row["final/acc_max"] == 0.7 and best_row["final/kmeans_h_raw_nmi"] == 40.0
+    # best/M: every score read at the epoch with the highest metric (epoch 2), not each one's own maximum.
+    assert best_row["best/acc_max"] == 0.9 and best_row["best/kmeans_h_raw_nmi"] == 20.0
+    assert best_row["epochs"] == 5 and best_row["preset"] == "mixem" and best_row["dataset"] == "digits"
+    assert (best_row["cpu_seconds"], best_row["gpu_seconds"]) == (20.0, 10.0)
+    # A loss is better lower: its best epoch is where it is lowest (epoch 1 here: 0.5 / 2 is the smallest).
+    by_loss = trial_row("t", "", CONFIG, epochs, metric="val_loss", status="finished", error="", wall_seconds=1.0,
+                        cpus=1, gpus=0)
+    assert by_loss["best/acc_max"] == 0.5
+    never = trial_row("u", "", CONFIG, [row("u", 1, None)], metric="acc_max", status="errored", error="boom",
                       wall_seconds=1.0, cpus=1, gpus=0)
     assert math.isnan(never["final/acc_max"]) and math.isnan(never["best/acc_max"]) and never["error"] == "boom"
     with pytest.raises(ValueError):
-        trial_row("v", "", CONFIG, [], metric="acc_max", status="stopped", wall_seconds=0.0, cpus=1, gpus=0)
+        trial_row("v", "", CONFIG, [], metric="acc_max", status="stopped", error="", wall_seconds=0.0, cpus=1, gpus=0)
 
 
-def test_store_writes_both_files_atomically_and_resumes(tmp_path):
-    store = ResultStore.open(tmp_path, "acc_max")
-    store.write_empty()
+def test_a_trial_without_the_metric_still_has_its_final_scores():
+    # The SimCLR head has no component init: the sweep's default metric is NaN at every evaluation.
+    epochs = [epoch_row("s", "simclr", {**metrics(1, 0.6), "compinit_z_l2_acc": math.nan}, 1.0)]
+    simclr = trial_row("s", "simclr", CONFIG, epochs, metric="compinit_z_l2_acc", status="finished", error="",
+                       wall_seconds=1.0, cpus=1, gpus=0)
+    assert simclr["final/acc_max"] == 0.6 and math.isnan(simclr["best/acc_max"])
+
+
+def test_a_trial_row_is_written_once_and_never_replaced(tmp_path):
+    files = ResultFiles.open(tmp_path, "acc_max")
+    files.write_empty()
     assert len(pd.read_parquet(tmp_path / TRIALS_FILE)) == 0  # readers find the schema before any trial ends
-    store.add_epoch("a", "", metrics(1, 0.5), wall_seconds=3.0)
-    store.add_epoch("b", "", metrics(1, 0.6), wall_seconds=3.0)
-    store.add_epoch("a", "", metrics(2, 0.7), wall_seconds=6.0)
-    store.add_epoch("a", "", metrics(2, 0.75), wall_seconds=7.0)  # a retried trial repeats epoch 2
-    store.finish("a", "", CONFIG, status="finished", wall_seconds=7.5, cpus=1, gpus=0)
-    assert sorted(os.listdir(tmp_path)) == [RUNNING_FILE, EPOCHS_FILE, TRIALS_FILE]  # no temporary file left
-
-    # A new driver (after a kill) sees the finished trial and the epochs of the one still running.
-    again = ResultStore.open(tmp_path, "acc_max")
-    assert again.finished_ids == {"a"}
-    assert again.wall_seconds_before("b") == 3.0
-    again.add_epoch("b", "", metrics(2, 0.8), wall_seconds=9.0)
-    again.finish("b", "", CONFIG, status="early_stopped", wall_seconds=9.0, cpus=1, gpus=0)
-    trials = pd.read_parquet(tmp_path / TRIALS_FILE)
+    files.add_epochs([row("a", 1, 0.5), row("a", 2, 0.7)])
+    assert files.finish(finished(files, "a", "early_stopped"))
+    written = (tmp_path / TRIALS_FILE).read_bytes()
+    # The same trial again (a resumed driver that ran it once more): refused, nothing written.
+    files.add_epochs([row("a", 3, 0.9), row("a", 2, 0.1)])
+    assert not files.finish(finished(files, "a"))
+    assert (tmp_path / TRIALS_FILE).read_bytes() == written
     epochs = pd.read_parquet(tmp_path / EPOCHS_FILE)
-    assert list(trials["trial_id"]) == ["a", "b"] and list(trials["status"]) == ["finished", "early_stopped"]
-    assert epochs[["trial_id", "epoch"]].values.tolist() == [["a", 1], ["a", 2], ["b", 1], ["b", 2]]
-    assert epochs.loc[1, "acc_max"] == 0.75
-    assert trials.loc[1, "best/acc_max"] == 0.8 and trials.loc[1, "epochs"] == 2
-    assert trials["epochs"].dtype == "int64" and trials["final/acc_max"].dtype == "float64"
+    assert epochs[["epoch", "acc_max"]].values.tolist() == [[1, 0.5], [2, 0.7]]  # an ended trial's epochs stand
+    assert sorted(os.listdir(tmp_path)) == [EPOCHS_FILE, TRIALS_FILE]  # no temporary file left
+
+
+def test_epochs_are_merged_and_survive_a_new_driver(tmp_path):
+    files = ResultFiles.open(tmp_path, "acc_max")
+    files.add_epochs([row("b", 1, 0.5, seconds=3.0), row("b", 2, 0.6, seconds=6.0)])
+    files.add_epochs([row("b", 2, 0.65, seconds=7.0)])  # a retried worker trained epoch 2 again: the newest wins
+    files.add_epochs([row("b", 2, 0.1), row("b", 3, 0.8, seconds=9.0)], replace=False)  # recovered rows fill gaps
+    again = ResultFiles.open(tmp_path, "acc_max")  # a new driver, after a kill
+    assert [(r["epoch"], r["acc_max"]) for r in again.epochs_of("b")] == [(1, 0.5), (2, 0.65), (3, 0.8)]
+    assert again.seconds_before("b") == 9.0 and again.seconds_before("nobody") == 0.0
+    assert not again.ended("b")
+
+
+def test_results_are_copied_to_storage_epochs_at_most_every_30_seconds(tmp_path):
+    mirror = Storage(str(tmp_path / "storage"))
+    files = ResultFiles.open(tmp_path / "out", "acc_max", mirror)
+    now = [1000.0]
+    files.clock = lambda: now[0]
+    files.add_epochs([row("c", 1, 0.5)])
+    copied = pd.read_parquet(tmp_path / "storage" / EPOCHS_FILE)
+    assert len(copied) == 1
+    now[0] += 10
+    files.add_epochs([row("c", 2, 0.6)])
+    assert len(pd.read_parquet(tmp_path / "storage" / EPOCHS_FILE)) == 1  # throttled
+    assert files.finish(finished(files, "c"))  # a trial's end brings the copy up to date, epochs first
+    assert len(pd.read_parquet(tmp_path / "storage" / EPOCHS_FILE)) == 2
+    assert list(pd.read_parquet(tmp_path / "storage" / TRIALS_FILE)["trial_id"]) == ["c"]
+    fresh = tmp_path / "fresh"
+    assert mirror.download(TRIALS_FILE, fresh) and not mirror.download("sweep.json", fresh)
+    assert ResultFiles.open(fresh, "acc_max").ended("c")
+
+
+def test_checkpoint_history_takes_the_latest_checkpoint(tmp_path):
+    run = tmp_path / "train" / "trial1"
+    for folder, epochs in (("checkpoint_2026-01-01_00-00-01", 2), ("checkpoint_2026-01-01_00-00-02", 3)):
+        (run / folder).mkdir(parents=True)
+        lines = [json.dumps({"epoch": epoch}) for epoch in range(1, epochs + 1)]
+        (run / folder / "history.jsonl").write_text("\n".join(lines) + "\n")
+    (run / "not-a-checkpoint").mkdir()
+    assert [record["epoch"] for record in checkpoint_history(Storage(str(run)))] == [1, 2, 3]
+    assert checkpoint_history(Storage(str(tmp_path / "nowhere"))) == []
 
 
 def test_unreadable_or_foreign_results_are_a_user_error(tmp_path):
     (tmp_path / TRIALS_FILE).write_bytes(b"not parquet at all")
     with pytest.raises(MixemError, match="corrupt"):
-        ResultStore.open(tmp_path, "acc_max")
+        ResultFiles.open(tmp_path, "acc_max")
     pd.DataFrame({"trial_id": ["x"]}).to_parquet(tmp_path / "other.parquet")
     with pytest.raises(MixemError, match="columns"):
         read_parquet(tmp_path / "other.parquet", trials_schema())
+    with pytest.raises(MixemError, match="Cannot open the storage"):
+        Storage("nosuchscheme://bucket/prefix")

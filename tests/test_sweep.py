@@ -73,9 +73,13 @@ def live_placement_groups() -> list:
 
 
 def train_workers() -> set[str]:
+    import ray
     from ray.util.state import list_actors
 
-    return {actor["actor_id"] for actor in list_actors(filters=[("class_name", "=", "RayTrainWorker")], limit=1000)}
+    # This module's dashboard by name: other Rays may run on this machine.
+    dashboard = "http://" + ray._private.worker.get_dashboard_url()
+    actors = list_actors(address=dashboard, filters=[("class_name", "=", "RayTrainWorker")], limit=1000)
+    return {actor["actor_id"] for actor in actors}
 
 
 def test_sweep_writes_one_row_per_trial_and_asha_stops_the_weak(local_ray, tmp_path):
@@ -154,9 +158,10 @@ def rows(output: Path) -> pd.DataFrame:
         return pd.DataFrame(columns=["trial_id", "status"])
 
 
-def cli(local_ray: str, output: Path, storage: Path) -> list[str]:
+def cli(local_ray: str, output: Path, *flags: str) -> list[str]:
+    """The sweep's CLI joining this module's Ray, whose storage (on this machine) every node shares."""
     return [sys.executable, str(ROOT / "tune" / "sweep.py"), "--output", str(output), "--address", local_ray,
-            "--storage", str(storage), "--storage-shared", "--gpus-per-worker", "0"]
+            "--storage-shared", "--gpus-per-worker", "0", *flags]
 
 
 def test_killed_sweeps_lose_change_and_rerun_nothing(local_ray, tmp_path):
@@ -168,7 +173,7 @@ def test_killed_sweeps_lose_change_and_rerun_nothing(local_ray, tmp_path):
     grid = ["--dataset", "digits", "--search", "grid", "--space", *FIXED, "lr=2e-3,1e-9,1e-3,3e-3",
             "--max-epochs", "4", "--grace-epochs", "2", "--reduction-factor", "2", "--max-concurrent", "2"]
     rng = random.Random(os.getpid())
-    driver = start_cli(cli(local_ray, first, storage) + grid, tmp_path / "first.log")
+    driver = start_cli(cli(local_ray, first, "--storage", str(storage), *grid), tmp_path / "first.log")
     try:
         wait_for(lambda: len(rows(first)) >= 1, driver)
         time.sleep(rng.uniform(0, 1))
@@ -181,8 +186,7 @@ def test_killed_sweeps_lose_change_and_rerun_nothing(local_ray, tmp_path):
     experiment = next(path for path in storage.iterdir() if path.name.startswith("sweep-"))
     shutil.rmtree(first)  # the old head node is gone: only the storage is left
 
-    driver = start_cli(cli(local_ray, second, storage)[:-4] + ["--gpus-per-worker", "0", "--resume-from",
-                                                                  str(experiment)], tmp_path / "second.log")
+    driver = start_cli(cli(local_ray, second, "--resume-from", str(experiment)), tmp_path / "second.log")
     try:
         wait_for(lambda: len(rows(second)) > len(kept), driver)
         time.sleep(rng.uniform(0, 1))
@@ -192,19 +196,15 @@ def test_killed_sweeps_lose_change_and_rerun_nothing(local_ray, tmp_path):
         driver.kill()
     later, _ = read_results(second)
 
-    resumed = subprocess.run(cli(local_ray, second, storage)[:-4] + ["--gpus-per-worker", "0", "--resume"],
-                             capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(cli(local_ray, second, "--resume"), capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     trials, epochs = read_results(second)
     assert len(trials) == 4 and trials["trial_id"].is_unique
     assert set(trials["status"]) <= {"finished", "early_stopped"} and "early_stopped" in set(trials["status"])
     indexed = trials.set_index("trial_id")
     for earlier in (kept, later):  # rows written before each kill are untouched
-        for row in earlier.itertuples(index=False):
-            assert indexed.loc[row.trial_id].equals(pd.Series(row._asdict()).drop("trial_id").astype(object)
-                                                    .combine_first(indexed.loc[row.trial_id]).astype(
-                                                        indexed.loc[row.trial_id].dtype)) or \
-                indexed.loc[row.trial_id].to_dict() == pd.Series(row._asdict()).drop("trial_id").to_dict()
+        earlier = earlier.set_index("trial_id")
+        pd.testing.assert_frame_equal(indexed.loc[earlier.index], earlier)
     ended_epochs = kept_epochs[kept_epochs["trial_id"].isin(kept["trial_id"])].reset_index(drop=True)
     after = epochs[epochs["trial_id"].isin(kept["trial_id"])].reset_index(drop=True)
     pd.testing.assert_frame_equal(after, ended_epochs)  # an ended trial's epochs are not re-trained or rewritten
@@ -215,12 +215,11 @@ def test_sigterm_stops_like_ctrl_c_and_a_second_driver_is_refused(local_ray, tmp
     storage, output = tmp_path / "storage", tmp_path / "out"
     grid = ["--dataset", "digits", "--search", "grid", "--space", *FIXED, "lr=1e-3,2e-3",
             "--max-epochs", "6", "--grace-epochs", "6", "--max-concurrent", "1"]
-    driver = start_cli(cli(local_ray, output, storage) + grid, tmp_path / "first.log")
+    driver = start_cli(cli(local_ray, output, "--storage", str(storage), *grid), tmp_path / "first.log")
     try:
         epochs_seen = lambda: (output / EPOCHS_FILE).exists() and len(pd.read_parquet(output / EPOCHS_FILE)) >= 2  # noqa: E731
         wait_for(epochs_seen, driver)
-        second = subprocess.run(cli(local_ray, output, storage) + ["--resume"], capture_output=True, text=True,
-                                timeout=120)
+        second = subprocess.run(cli(local_ray, output, "--resume"), capture_output=True, text=True, timeout=120)
         assert second.returncode == 2 and f"Another sweep driver (pid {driver.pid}" in second.stderr
         driver.send_signal(signal.SIGTERM)  # what `ray job stop` sends
         assert driver.wait(120) == 130
@@ -229,8 +228,7 @@ def test_sigterm_stops_like_ctrl_c_and_a_second_driver_is_refused(local_ray, tmp
     log = (tmp_path / "first.log").read_text()
     assert "--resume" in log and "Traceback" not in log
     stopped, _ = read_results(output)
-    resumed = subprocess.run(cli(local_ray, output, storage) + ["--resume"], capture_output=True, text=True,
-                             timeout=600)
+    resumed = subprocess.run(cli(local_ray, output, "--resume"), capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     trials, epochs = read_results(output)
     assert len(trials) == 2 and set(trials["status"]) == {"finished"} and len(stopped) < 2

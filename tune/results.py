@@ -1,36 +1,49 @@
-"""Sweep results as two Parquet files, rewritten atomically as trials finish.
+"""A sweep's results: two Parquet files, their schema, and a copy in the sweep's storage.
 
-``OUT/trials.parquet`` has one row per finished trial, ``OUT/epochs.parquet`` one row per
-(trial, epoch); the columns are ``trials_schema()`` and ``epochs_schema()`` (the README lists
-them). Each file is written to a temporary name, then renamed over the old one, so a reader or
-a driver killed at any moment sees either the old or the new whole file, and every finished
-trial survives. The epochs of trials still running are kept in ``OUT/.running.json`` (also
-replaced atomically) so that ``--resume`` can finish their rows.
+``OUT/epochs.parquet`` has one row per (trial, epoch), added as each epoch is reported;
+``OUT/trials.parquet`` one row per trial that ended (finished, stopped early or errored). The
+columns are ``trials_schema()`` and ``epochs_schema()`` (the README lists them). The rules that
+make a sweep trustworthy after any crash live here:
 
-Nothing here imports Ray: ``tune/sweep.py`` feeds this module from a Tune callback.
+- a trial's row in ``trials.parquet`` is written once and never replaced, and an ended trial's
+  epoch rows never change;
+- an epoch reported twice (a worker retried from an earlier checkpoint) keeps one row, the latest;
+- epochs the driver never saw (it died after a checkpoint was saved, before the report reached it)
+  are recovered from the ``history.jsonl`` the trainer writes into every checkpoint;
+- every file is written to a temporary name and renamed over the old one, so a reader, or a
+  driver killed at any moment, sees a whole file; each write is copied to ``--storage`` too, so a
+  sweep resumes on a new machine from the storage alone.
+
+Nothing here imports Ray or torch: ``tune/recording.py`` feeds this module from a Tune callback.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import time
 from functools import partial
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from mixem.config import FIELDS
 from mixem.errors import MixemError
-from mixem.files import write_atomic
+from mixem.files import HISTORY_FILE, write_atomic
 from mixem.scores import LOSS_TERMS, METRIC_KEYS, ORACLE_METRIC, VALIDATION_KEYS, metric_mode
 
 TRIALS_FILE = "trials.parquet"
 EPOCHS_FILE = "epochs.parquet"
-RUNNING_FILE = ".running.json"
+SETTINGS_FILE = "sweep.json"
+# The files --resume needs, copied to this folder of the sweep's storage.
+STORAGE_FOLDER = "mixem"
+# epochs.parquet grows every epoch: its copy in storage is refreshed at most this often (and when a trial ends).
+MIRROR_EPOCHS_EVERY_S = 30.0
 STATUSES = ("finished", "early_stopped", "errored")
 EPOCH_VALUES = [f"loss_{term}" for term in LOSS_TERMS] + ["lr", "train_images", "world_size", "epoch_seconds",
-                                                           "eval_seconds"]
+                                                           "eval_seconds", "trial_seconds"]
 # Every score of an evaluation: clustering metrics (label-free silhouettes among them) and the validation loss.
 SCORES = METRIC_KEYS + VALIDATION_KEYS
 _ARROW_TYPES = {bool: pa.bool_(), int: pa.int64(), float: pa.float64(), str: pa.string()}
@@ -38,7 +51,7 @@ NAN = float("nan")
 
 
 def trials_schema() -> pa.Schema:
-    """One row per trial: identity, status, the whole flat config, final and best metrics, cost."""
+    """One row per trial: identity, status, the whole flat config, final and best scores, cost."""
     columns = [("trial_id", pa.string()), ("preset", pa.string()), ("dataset", pa.string()),
                ("status", pa.string()), ("error", pa.string())]
     columns += [(f"config/{name}", _ARROW_TYPES[type(field.default)]) for name, field in FIELDS.items()]
@@ -50,29 +63,30 @@ def trials_schema() -> pa.Schema:
 
 
 def epochs_schema() -> pa.Schema:
-    """One row per (trial, epoch): loss terms, lr, times, and every metric (NaN when not evaluated)."""
+    """One row per (trial, epoch): loss terms, lr, images, times, and every score (NaN when not evaluated)."""
     columns = [("trial_id", pa.string()), ("preset", pa.string()), ("epoch", pa.int64())]
     columns += [(name, pa.float64()) for name in EPOCH_VALUES]
     columns += [(key, pa.float64()) for key in SCORES]
     return pa.schema(columns)
 
 
-def epoch_row(trial_id: str, preset: str, metrics: dict) -> dict:
-    """The epochs.parquet row of one reported epoch (``mixem.train.train``'s per-epoch metrics)."""
+def epoch_row(trial_id: str, preset: str, metrics: dict, trial_seconds: float) -> dict:
+    """The epochs.parquet row of one epoch as ``mixem.train.train`` reports it (or wrote it to its
+    history); ``trial_seconds`` is the trial's wall time when it was reported (NaN if unknown)."""
     evaluated = bool(metrics.get("evaluated", False))
     row = {"trial_id": trial_id, "preset": preset, "epoch": int(metrics["epoch"])}
     row.update({name: float(metrics.get(name, NAN)) for name in EPOCH_VALUES})
-    # Only an evaluated epoch carries metrics: the sweep carries the searched metric forward for
+    row["trial_seconds"] = float(trial_seconds)
+    # Only an evaluated epoch carries scores: the sweep carries the searched metric forward for
     # Tune between evaluations, and that copy must not pass for a measurement.
     row.update({key: float(metrics.get(key, NAN)) if evaluated else NAN for key in SCORES})
     return row
 
 
 def trial_row(trial_id: str, preset: str, config: dict, epochs: list[dict], *, metric: str, status: str,
-              error: str = "", wall_seconds: float, cpus: float, gpus: float) -> dict:
+              error: str, wall_seconds: float, cpus: float, gpus: float) -> dict:
     """The trials.parquet row of a trial that ended: ``config`` is its flat config, ``epochs`` its
-    epoch rows, ``metric`` the sweep's; ``cpus`` and ``gpus`` are what it held while running (its
-    Train workers')."""
+    epoch rows, ``metric`` the sweep's; ``cpus`` and ``gpus`` are what its Train workers held."""
     if status not in STATUSES:
         raise ValueError(f"status must be one of {STATUSES}, not {status!r}")
     epochs = sorted(epochs, key=lambda row: row["epoch"])
@@ -92,11 +106,6 @@ def trial_row(trial_id: str, preset: str, config: dict, epochs: list[dict], *, m
     return row
 
 
-def write_parquet(path: Path, rows: list[dict], schema: pa.Schema) -> None:
-    """Write ``rows`` to ``path`` atomically: a temporary file in the same folder, then a rename."""
-    write_atomic(path, partial(pq.write_table, pa.Table.from_pylist(rows, schema=schema)))
-
-
 def read_parquet(path: Path, schema: pa.Schema) -> list[dict]:
     """The rows of a results file written by this module; MixemError if it is unreadable or foreign."""
     try:
@@ -104,84 +113,134 @@ def read_parquet(path: Path, schema: pa.Schema) -> list[dict]:
     except (OSError, pa.ArrowException) as error:
         raise MixemError(f"{path} is corrupt ({error}); move it away and rerun without --resume.") from None
     if table.schema.remove_metadata() != schema:
-        raise MixemError(
-            f"{path} does not have the columns this version writes; resume it with the version that wrote it, "
-            "or pass another --output."
-        )
+        raise MixemError(f"{path} does not have the columns this version writes; resume it with the version that "
+                         "wrote it, or pass another --output.")
     return table.to_pylist()
 
 
-class ResultStore:
-    """The results folder of one sweep: finished trials in Parquet, running trials' epochs in JSON."""
+class Storage:
+    """A folder of the sweep's storage (a local path or a URI such as s3://BUCKET/PREFIX) through pyarrow."""
 
-    def __init__(self, folder: str | Path, metric: str):
-        self.folder, self.metric = Path(folder), metric
-        self.trials: list[dict] = []
-        self.epochs: list[dict] = []
-        self.running: dict[str, dict] = {}  # trial_id -> {"preset", "wall_seconds", "epochs": {epoch: row}}
-        self.resumed_wall: dict[str, float] = {}  # wall time each running trial had when this store was opened
+    def __init__(self, uri: str):
+        self.uri = uri
+        try:
+            self.fs, self.path = pafs.FileSystem.from_uri(uri) if "://" in uri else (pafs.LocalFileSystem(), uri)
+        except (pa.ArrowException, OSError, ValueError) as error:
+            raise MixemError(f"Cannot open the storage {uri} ({error}); check --storage.") from None
+
+    def child(self, *parts: str) -> Storage:
+        return Storage("/".join([self.uri.rstrip("/"), *parts]))
+
+    def upload(self, local: Path) -> None:
+        self.fs.create_dir(self.path, recursive=True)
+        pafs.copy_files(str(local), f"{self.path}/{local.name}", destination_filesystem=self.fs)
+
+    def download(self, name: str, local: Path) -> bool:
+        """Copy ``name`` into the local folder ``local``; False when storage has no such file."""
+        if self.fs.get_file_info(f"{self.path}/{name}").type != pafs.FileType.File:
+            return False
+        local.mkdir(parents=True, exist_ok=True)
+        pafs.copy_files(f"{self.path}/{name}", str(local / name), source_filesystem=self.fs)
+        return True
+
+    def read_text(self, path: str) -> str | None:
+        """The text of ``path`` (relative to this folder), or None if there is no such file."""
+        full = f"{self.path}/{path}"
+        if self.fs.get_file_info(full).type != pafs.FileType.File:
+            return None
+        with self.fs.open_input_stream(full) as stream:
+            return stream.read().decode()
+
+    def folders(self) -> list[str]:
+        """Names of the folders right under this one (none if it does not exist)."""
+        selector = pafs.FileSelector(self.path, allow_not_found=True)
+        return [info.base_name for info in self.fs.get_file_info(selector) if info.type == pafs.FileType.Directory]
+
+
+def checkpoint_history(train_run: Storage) -> list[dict]:
+    """The epochs a trial's Train run saved in its latest checkpoint (the one with the most epochs)."""
+    histories = []
+    for folder in train_run.folders():
+        if folder.startswith("checkpoint"):
+            text = train_run.read_text(f"{folder}/{HISTORY_FILE}")
+            if text:
+                histories.append([json.loads(line) for line in text.splitlines() if line.strip()])
+    return max(histories, key=len, default=[])
+
+
+class ResultFiles:
+    """The results folder of one sweep, ranked by ``metric``, mirrored to ``mirror`` when given."""
+
+    clock = staticmethod(time.monotonic)  # tests replace it
+
+    def __init__(self, folder: str | Path, metric: str, mirror: Storage | None = None):
+        self.folder, self.metric, self.mirror = Path(folder), metric, mirror
+        self.trials: dict[str, dict] = {}
+        self.epochs: dict[tuple[str, int], dict] = {}
+        self._mirrored_epochs_at = -math.inf
 
     @classmethod
-    def open(cls, folder: str | Path, metric: str) -> ResultStore:
-        """Load what an earlier run of this sweep (ranking by ``metric``) wrote to ``folder`` (nothing if new)."""
-        store = cls(folder, metric)
-        if (store.folder / TRIALS_FILE).exists():
-            store.trials = read_parquet(store.folder / TRIALS_FILE, trials_schema())
-        if (store.folder / EPOCHS_FILE).exists():
-            store.epochs = read_parquet(store.folder / EPOCHS_FILE, epochs_schema())
-        running_file = store.folder / RUNNING_FILE
-        if running_file.exists():
-            try:
-                running = json.loads(running_file.read_text())
-                store.running = {trial_id: {**entry, "epochs": {int(e): row for e, row in entry["epochs"].items()}}
-                                 for trial_id, entry in running.items()}
-            except (json.JSONDecodeError, KeyError, AttributeError, ValueError) as error:
-                raise MixemError(f"{running_file} is corrupt ({error}); delete it to resume without the "
-                                 "epochs of the trials that were running.") from None
-        store.resumed_wall = {trial_id: entry["wall_seconds"] for trial_id, entry in store.running.items()}
-        return store
+    def open(cls, folder: str | Path, metric: str, mirror: Storage | None = None) -> ResultFiles:
+        """Load what an earlier run of this sweep wrote to ``folder`` (nothing if it is new)."""
+        files = cls(folder, metric, mirror)
+        if (files.folder / TRIALS_FILE).exists():
+            files.trials = {row["trial_id"]: row for row in read_parquet(files.folder / TRIALS_FILE, trials_schema())}
+        if (files.folder / EPOCHS_FILE).exists():
+            rows = read_parquet(files.folder / EPOCHS_FILE, epochs_schema())
+            files.epochs = {(row["trial_id"], row["epoch"]): row for row in rows}
+        return files
 
-    @property
-    def finished_ids(self) -> set[str]:
-        return {row["trial_id"] for row in self.trials}
+    def ended(self, trial_id: str) -> bool:
+        return trial_id in self.trials
 
-    def wall_seconds_before(self, trial_id: str) -> float:
-        """Wall time a trial ran before this store was opened (a resumed trial continues the count)."""
-        return self.resumed_wall.get(trial_id, 0.0)
+    def epochs_of(self, trial_id: str) -> list[dict]:
+        return sorted((row for (tid, _), row in self.epochs.items() if tid == trial_id), key=lambda r: r["epoch"])
 
-    def add_epoch(self, trial_id: str, preset: str, metrics: dict, wall_seconds: float) -> None:
-        """Record a running trial's epoch and its wall time so far (``wall_seconds``, kept for a
-        resume); a retried trial that repeats an epoch replaces it."""
-        entry = self.running.setdefault(trial_id, {"preset": preset, "wall_seconds": 0.0, "epochs": {}})
-        row = epoch_row(trial_id, preset, metrics)
-        entry["epochs"][row["epoch"]] = row
-        entry["wall_seconds"] = wall_seconds
-        self._write_running()
+    def seconds_before(self, trial_id: str) -> float:
+        """Wall time a trial ran before this driver started (its latest recorded ``trial_seconds``)."""
+        seconds = [row["trial_seconds"] for row in self.epochs_of(trial_id) if not math.isnan(row["trial_seconds"])]
+        return max(seconds, default=0.0)
 
-    def finish(self, trial_id: str, preset: str, config: dict, *, status: str, error: str = "",
-               wall_seconds: float, cpus: float, gpus: float) -> dict:
-        """Move a trial that ended into both Parquet files (rewritten atomically) and return its row."""
-        epochs = list(self.running.get(trial_id, {}).get("epochs", {}).values())
-        row = trial_row(trial_id, preset, config, epochs, metric=self.metric, status=status, error=error,
-                        wall_seconds=wall_seconds, cpus=cpus, gpus=gpus)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        # Epochs first: a driver killed between the two writes leaves the trial running (in
-        # .running.json) and its rows are replaced, not duplicated, when it finishes again.
-        self.epochs = [r for r in self.epochs if r["trial_id"] != trial_id] + sorted(epochs, key=lambda r: r["epoch"])
-        write_parquet(self.folder / EPOCHS_FILE, self.epochs, epochs_schema())
-        self.trials = [r for r in self.trials if r["trial_id"] != trial_id] + [row]
-        write_parquet(self.folder / TRIALS_FILE, self.trials, trials_schema())
-        self.running.pop(trial_id, None)
-        self._write_running()
-        return row
+    def add_epochs(self, rows: list[dict], *, replace: bool = True) -> None:
+        """Record epoch rows of a running trial and write the file: a repeated (trial, epoch) keeps the
+        newest row with ``replace`` (a retried worker trained it again), the old one without (rows
+        recovered from a checkpoint only fill gaps). Rows of ended trials never change."""
+        changed = False
+        for row in rows:
+            key = (row["trial_id"], row["epoch"])
+            if self.ended(row["trial_id"]) or (key in self.epochs and not replace):
+                continue
+            self.epochs[key] = row
+            changed = True
+        if changed:
+            self._write(EPOCHS_FILE, sorted(self.epochs.values(), key=lambda r: (r["trial_id"], r["epoch"])),
+                        epochs_schema(), mirror=self.clock() - self._mirrored_epochs_at > MIRROR_EPOCHS_EVERY_S)
+
+    def finish(self, row: dict) -> bool:
+        """Write an ended trial's row, once: False (and nothing written) if it already has one."""
+        if self.ended(row["trial_id"]):
+            return False
+        self.trials[row["trial_id"]] = row
+        self.flush()  # the trial's epochs first: a copy in storage never has a trial without its epochs
+        self._write(TRIALS_FILE, list(self.trials.values()), trials_schema())
+        return True
+
+    def flush(self) -> None:
+        """Bring the storage's copy of epochs.parquet up to date."""
+        if self.mirror is not None and (self.folder / EPOCHS_FILE).exists():
+            self.mirror.upload(self.folder / EPOCHS_FILE)
+            self._mirrored_epochs_at = self.clock()
 
     def write_empty(self) -> None:
-        """Create both Parquet files with no rows, so readers find the schema before any trial ends."""
-        self.folder.mkdir(parents=True, exist_ok=True)
+        """Create both files (no rows), so readers find the schema before any trial ends."""
         for name, schema in ((EPOCHS_FILE, epochs_schema()), (TRIALS_FILE, trials_schema())):
             if not (self.folder / name).exists():
-                write_parquet(self.folder / name, [], schema)
+                self._write(name, [], schema)
 
-    def _write_running(self) -> None:
-        # NaN is written as NaN, which json.loads reads back.
-        write_atomic(self.folder / RUNNING_FILE, json.dumps(self.running))
+    def _write(self, name: str, rows: list[dict], schema: pa.Schema, mirror: bool = True) -> None:
+        path = self.folder / name
+        write_atomic(path, partial(pq.write_table, pa.Table.from_pylist(rows, schema=schema)))
+        if mirror and self.mirror is not None:
+            self.mirror.upload(path)
+            if name == EPOCHS_FILE:
+                self._mirrored_epochs_at = self.clock()

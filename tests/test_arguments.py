@@ -1,0 +1,126 @@
+"""tune/sweep.py and tune/ablate.py refuse bad input before any work: one sentence, exit 2, no file
+touched. And tune/run.py's lock on the output folder. None of this starts Ray."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mixem.errors import MixemError
+from tune import ablate, sweep
+from tune.run import LOCK_FILE, OutputLock
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def error_of(main, capsys, argv) -> str:
+    assert main(argv) == 2
+    message = capsys.readouterr().err.strip()
+    assert message.startswith("error: ") and message.endswith(".") and "\n" not in message, message
+    assert "Traceback" not in message
+    return message
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--dataset", "mnist"], "Unknown dataset 'mnist'"),
+    ([], "--dataset is required"),
+    (["--dataset", "digits", "--num-samples", "0"], "--num-samples must be at least 1"),
+    (["--dataset", "digits", "--max-concurrent", "0"], "--max-concurrent must be at least 1"),
+    (["--dataset", "digits", "--workers-per-trial", "0"], "--workers-per-trial must be at least 1"),
+    (["--dataset", "digits", "--cpus-per-worker", "0"], "--cpus-per-worker must be more than 0"),
+    (["--dataset", "digits", "--cpus-per-worker", "nan"], "--cpus-per-worker must be more than 0"),
+    (["--dataset", "digits", "--gpus-per-worker", "-1"], "--gpus-per-worker must be at least 0"),
+    (["--dataset", "digits", "--max-failures", "-1"], "--max-failures must be at least 0"),
+    (["--dataset", "digits", "--max-epochs", "0"], "--max-epochs must be at least 1"),
+    (["--dataset", "digits", "--grace-epochs", "0"], "--grace-epochs must be at least 1"),
+    (["--dataset", "digits", "--max-epochs", "3", "--grace-epochs", "5"], "cannot exceed --max-epochs"),
+    (["--dataset", "digits", "--reduction-factor", "1"], "--reduction-factor must be more than 1"),
+    (["--dataset", "digits", "--checkpoint-every", "-2"], "--checkpoint-every must be at least 0"),
+    (["--dataset", "digits", "--seed", "-1"], "--seed must be at least 0"),
+    (["--dataset", "digits", "--metric", "accuracy"], "--metric 'accuracy' is not a score"),
+    (["--dataset", "digits", "--space", "w_entropy=-2"], "--w-entropy must be >= 0"),
+    (["--dataset", "digits", "--space", "batch_size=1"], "--batch-size must be at least 2"),
+    (["--dataset", "digits", "--data-dir", "/no/such/folder"], "is not a folder"),
+    (["--dataset", "digits", "--address", "127.0.0.1:1"], "needs --storage"),
+    (["--dataset", "digits", "--address", "127.0.0.1:1", "--storage", "/tmp/x"], "is a folder on this machine"),
+    (["--resume"], "need --output"),
+])
+def test_sweep_refuses_bad_flags(tmp_path, capsys, argv, message):
+    output = tmp_path / "out"
+    assert message in error_of(sweep.main, capsys, [*argv, "--output", str(output)] if argv != ["--resume"] else argv)
+    assert not output.exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--seeds", "0"], "--seeds must be at least 1"),
+    (["--presets", "simclr,bogus"], "Unknown preset(s) bogus"),
+    (["--space", "w_push=0.3"], "which preset"),
+    (["--space", "lr=1e-3,1e-2"], "searches nothing"),
+])
+def test_ablation_refuses_bad_flags(tmp_path, capsys, argv, message):
+    output = tmp_path / "out"
+    assert message in error_of(ablate.main, capsys, ["--dataset", "digits", *argv, "--output", str(output)])
+    assert not output.exists()
+
+
+def test_an_output_that_is_a_file_is_refused_and_kept(tmp_path, capsys):
+    output = tmp_path / "results"
+    output.write_text("precious")
+    assert "is a file" in error_of(sweep.main, capsys, ["--dataset", "digits", "--output", str(output)])
+    assert output.read_text() == "precious"
+
+
+def test_a_sweep_folder_is_resumed_only_by_its_own_script_and_never_overwritten(tmp_path, capsys):
+    folder = tmp_path / "sweep"
+    folder.mkdir()
+    settings = {"kind": "ablation", "name": "x", "storage": str(folder / "ray"), "args": {"dataset": "digits"}}
+    (folder / "sweep.json").write_text(json.dumps(settings))
+    assert "holds a ablation, not a sweep" in error_of(sweep.main, capsys, ["--output", str(folder), "--resume"])
+    assert "already holds a sweep" in error_of(sweep.main, capsys, ["--dataset", "digits", "--output", str(folder)])
+    (folder / "sweep.json").write_text("{broken")
+    assert "is corrupt" in error_of(sweep.main, capsys, ["--output", str(folder), "--resume"])
+    assert (folder / "sweep.json").read_text() == "{broken"
+    assert "no sweep to resume" in error_of(sweep.main, capsys, ["--output", str(tmp_path / "none"), "--resume"])
+    assert "holds no sweep" in error_of(sweep.main, capsys, ["--output", str(tmp_path / "new"), "--resume-from",
+                                                              str(tmp_path / "storage")])
+
+
+def test_relative_paths_are_refused_under_ray_job_submit(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")  # what `ray job submit` sets for its entrypoint
+    monkeypatch.chdir(tmp_path)
+    assert "is relative" in error_of(sweep.main, capsys, ["--dataset", "digits", "--output", "sweeps/x"])
+    assert "is relative" in error_of(sweep.main, capsys, ["--dataset", "digits", "--output", str(tmp_path / "o"),
+                                                          "--storage", "ray-results"])
+    assert not (tmp_path / "sweeps").exists()
+
+
+def test_the_output_lock_refuses_a_second_driver_and_dies_with_its_process(tmp_path):
+    first = OutputLock(tmp_path)
+    with pytest.raises(MixemError, match=f"Another sweep driver \\(pid {os.getpid()}"):
+        OutputLock(tmp_path)
+    first.release()
+    OutputLock(tmp_path).release()  # free again
+    # A driver killed with SIGKILL releases it too: the operating system drops the lock.
+    script = (f"import sys, time, pathlib; sys.path.insert(0, {str(ROOT)!r}); from tune.run import OutputLock; "
+              f"lock = OutputLock(pathlib.Path({str(tmp_path)!r})); print('locked', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(MixemError, match=f"pid {holder.pid}"):
+            OutputLock(tmp_path)
+    finally:
+        holder.kill()
+        holder.wait()
+    deadline = time.time() + 10
+    while True:
+        try:
+            OutputLock(tmp_path).release()
+            break
+        except MixemError:
+            assert time.time() < deadline
+            time.sleep(0.1)
+    assert (tmp_path / LOCK_FILE).exists()

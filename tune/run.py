@@ -1,0 +1,165 @@
+"""The one ``run`` that ``tune/sweep.py`` and ``tune/ablate.py`` call.
+
+``run`` checks every flag before any work starts, takes the output folder's lock, starts or joins
+Ray, sizes the trials for the cluster, then runs the Tuner (new, or restored with ``--resume``)
+and prints where the results are. What differs between a sweep and an ablation is an
+``Experiment``: its name, its own checks and its plan (``tune/plans.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from mixem.errors import MixemError
+from mixem.scores import metric_mode
+from tune import cluster
+from tune.arguments import base_overrides, resolve_args
+from tune.results import EPOCHS_FILE, SETTINGS_FILE, STORAGE_FOLDER, TRIALS_FILE, ResultFiles, Storage
+from tune.space import read_space_args, resolve_space
+from tune.tuning import fit
+
+LOCK_FILE = ".lock"
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A kind of run: ``check(args, fixed)`` before any work, ``plan(args, fixed, space, concurrent,
+    recorded)`` once Ray is up; ``search`` says whether --space may search."""
+
+    kind: str
+    script: str
+    search: bool
+    check: Callable
+    plan: Callable
+
+
+class OutputLock:
+    """An exclusive lock on the output folder for the driver's lifetime: a second driver (say a
+    --resume while the first still runs) is refused rather than allowed to overwrite rows. The
+    operating system drops the lock when the process dies, however it dies."""
+
+    def __init__(self, folder: Path):
+        folder.mkdir(parents=True, exist_ok=True)
+        self.file = open(folder / LOCK_FILE, "a+")  # noqa: SIM115 (held open until release)
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.file.seek(0)
+            owner = self.file.read().strip() or "another process"
+            self.file.close()
+            raise MixemError(f"Another sweep driver ({owner}) is writing to {folder}; wait for it to end or stop it "
+                             "(Ctrl+C, `ray job stop`) before resuming.") from None
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write(f"pid {os.getpid()} on {os.uname().nodename}")
+        self.file.flush()
+
+    def release(self) -> None:
+        self.file.close()
+
+
+def _sigterm_as_sigint(signum, frame) -> None:
+    """SIGTERM (what `ray job stop` sends) stops the sweep the way Ctrl+C does: Tune saves its state."""
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+def run(args: argparse.Namespace, experiment: Experiment) -> int:
+    """Everything a sweep or an ablation does; see the module docstring."""
+    signal.signal(signal.SIGTERM, _sigterm_as_sigint)
+    args = resolve_args(args, experiment.kind)
+    fixed, space = resolve_space(args.dataset, read_space_args(args.space), base_overrides(args),
+                                 search=experiment.search)
+    experiment.check(args, fixed)
+    data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else os.environ.get("MIXEM_DATA_DIR")
+    if data_dir and "://" not in data_dir:
+        data_dir = str(Path(data_dir).resolve())
+    output = args.output.resolve()
+    mirror = Storage(args.storage).child(args.name, STORAGE_FOLDER)
+    if args.resume:
+        lock = OutputLock(output)
+        files = ResultFiles.open(output, args.metric, mirror)  # a corrupt file stops us here, before any write
+    else:
+        files, lock = None, None
+    owns_ray = not cluster.ray.is_initialized()  # tests (and notebooks) may have started Ray already
+    if owns_ray:
+        cluster.start_ray(args.address, verbose=args.verbose)
+    signal.signal(signal.SIGTERM, _sigterm_as_sigint)  # again: ray.init installs a handler that exits at once
+    try:
+        capacity = cluster.cluster_capacity()
+        resources = cluster.trial_resources(args.workers_per_trial, args.cpus_per_worker, args.gpus_per_worker,
+                                            args.backend, capacity, local=args.address is None)
+        concurrent = cluster.max_concurrent_trials(resources, args.max_concurrent, capacity)
+        print(f"checking that {args.dataset} loads where the trials will run...", file=sys.stderr)
+        cluster.preflight(args.dataset, data_dir, resources)
+        if lock is None:
+            lock = OutputLock(output)
+            files = ResultFiles.open(output, args.metric, mirror)
+            saved = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+                     if k not in ("output", "resume", "resume_from", "name", "storage")}
+            settings = {"kind": experiment.kind, "name": args.name, "storage": args.storage, "args": saved}
+            (output / SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n")
+            mirror.upload(output / SETTINGS_FILE)
+            files.write_empty()
+        plan = experiment.plan(args, fixed, space, concurrent, list(files.epochs.values()))
+        started = time.time()
+        interrupted = fit(args, experiment, plan, resources, concurrent, output=output, data_dir=data_dir)
+        summarize(output, args.metric, plan.varied, time.time() - started)
+        if interrupted:
+            print(f"The sweep was stopped; continue it with: python {experiment.script} --output {args.output} "
+                  "--resume", file=sys.stderr)
+            return 130
+        return 0
+    finally:
+        if owns_ray:
+            cluster.ray.shutdown()
+        if lock is not None:
+            lock.release()
+
+
+def summarize(output: Path, metric: str, varied: list[str], wall_seconds: float) -> None:
+    """Counts, where the time went, the best trial, and the command that writes the report."""
+    import pandas as pd
+
+    trials, epochs = pd.read_parquet(output / TRIALS_FILE), pd.read_parquet(output / EPOCHS_FILE)
+    counts = ", ".join(f"{n} {status}" for status, n in trials["status"].value_counts().items()) or "none ended"
+    print(f"\n{len(trials)} trials ({counts}) in {wall_seconds / 60:.1f} min")
+    if len(trials):
+        ended = epochs[epochs["trial_id"].isin(trials["trial_id"])]
+        working = (ended["epoch_seconds"] + ended["eval_seconds"]).sum() / len(trials)
+        per_trial = trials["wall_seconds"].mean()
+        print(f"per trial: {per_trial:.0f} s wall, of which {working:.0f} s training and evaluation, "
+              f"{per_trial - working:.0f} s Ray overhead (starting the trial and its workers, checkpoints)")
+    scored = trials.dropna(subset=[f"final/{metric}"])
+    if len(scored):
+        values = scored[f"final/{metric}"]
+        best = scored.loc[values.idxmax() if metric_mode(metric) == "max" else values.idxmin()]
+        shown = ", ".join(f"{name}={best[f'config/{name}']:.4g}" if isinstance(best.get(f"config/{name}"), float)
+                          else f"{name}={best.get(f'config/{name}', best.get(name))}" for name in varied)
+        print(f"best trial {best['trial_id']} ({best['status']}, {best['epochs']} epochs): {metric} "
+              f"{best[f'final/{metric}']:.4f}; {shown}")
+    for _, row in trials[trials["status"] == "errored"].head(3).iterrows():
+        print(f"errored trial {row['trial_id']}: {row['error']}")
+    print(f"results: {output / TRIALS_FILE}\n         {output / EPOCHS_FILE}\n"
+          f"report:  python -m analysis.report {output}")
+
+
+def main_of(parser: argparse.ArgumentParser, experiment: Experiment, argv: list[str] | None) -> int:
+    """The entry point of a script: parse, run, and turn a user's error into one sentence and exit 2."""
+    args = parser.parse_args(argv)
+    try:
+        return run(args, experiment)
+    except MixemError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("Stopped before any trial started.", file=sys.stderr)
+        return 130

@@ -1,0 +1,71 @@
+"""The Tuner of a sweep: a new one, or one restored from the sweep's storage with ``--resume``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import ray
+from ray import tune
+
+from mixem.errors import MixemError
+from mixem.scores import metric_mode
+from tune.recording import RecordResults
+from tune.results import STORAGE_FOLDER, ResultFiles
+from tune.trial import TrialResources, make_trainable
+
+
+def join_storage(storage: str, *parts: str) -> str:
+    return "/".join([storage.rstrip("/"), *parts])
+
+
+def trial_name(trial) -> str:
+    """Trials are named by their id, as in the Parquet files (Ray's default folder names also repeat
+    every parameter, too long for some file systems)."""
+    return trial.trial_id
+
+
+def fit(args, experiment, plan, resources: TrialResources, concurrent: int, *, output: Path,
+        data_dir: str | None) -> bool:
+    """Run the sweep to its end, or until Ctrl+C or SIGTERM; True when it was stopped before then."""
+    experiment_path = join_storage(args.storage, args.name)
+    train_storage = join_storage(experiment_path, "train")
+    trainable = make_trainable(resources, output=output, train_storage=train_storage, data_dir=data_dir,
+                               metric=args.metric, checkpoint_every=args.checkpoint_every,
+                               max_failures=args.max_failures, driver_node=ray.util.get_node_ip_address())
+    callback = RecordResults(output, resources, args.metric, train_storage=train_storage,
+                             mirror=join_storage(experiment_path, STORAGE_FOLDER))
+    grid = " x the grid" if getattr(args, "search", "") == "grid" else ""
+    print(f"{experiment.kind} {args.name}: {plan.num_samples} trial(s){grid} on {args.dataset}, {args.max_epochs} "
+          f"epochs, up to {concurrent} at once, each {resources.workers} worker(s) x ({resources.cpus_per_worker:g} "
+          f"CPU, {resources.gpus_per_worker:g} GPU); results in {output}; storage {experiment_path} (on another "
+          f"machine: python {experiment.script} --resume-from {experiment_path} --output DIR)", file=sys.stderr)
+    if args.resume:
+        if not tune.Tuner.can_restore(experiment_path):
+            raise MixemError(f"Ray's experiment state in {experiment_path} is missing, so the sweep cannot be "
+                             "resumed; start it again with another --output.")
+        tuner = tune.Tuner.restore(experiment_path, trainable=trainable, resume_unfinished=True,
+                                   resume_errored=False, param_space=plan.param_space or None)
+        # Ray 2.60 restores the first run's search algorithm, scheduler and callbacks from tuner.pkl:
+        # the new ones carry this run's --max-concurrent, the rebuilt ASHA rungs and --output.
+        restored = tuner._local_tuner
+        restored._tune_config.search_alg = plan.search_alg
+        restored._tune_config.scheduler = plan.scheduler
+        restored._run_config.callbacks = [callback]
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space=plan.param_space,
+            tune_config=tune.TuneConfig(
+                metric=args.metric, mode=metric_mode(args.metric), search_alg=plan.search_alg,
+                scheduler=plan.scheduler, num_samples=plan.num_samples,
+                trial_name_creator=trial_name, trial_dirname_creator=trial_name),
+            run_config=tune.RunConfig(
+                name=args.name, storage_path=args.storage, callbacks=[callback],
+                # Train retries the workers from their checkpoint; the trial driver lives on this
+                # node, so a Tune-level retry would only repeat a trial that Train gave up on.
+                failure_config=tune.FailureConfig(max_failures=0), verbose=1),
+        )
+    tuner.fit()
+    # Tune marks the trials it stops on Ctrl+C as terminated too: only the files tell which ended.
+    return len(ResultFiles.open(output, args.metric).trials) < plan.total_trials
