@@ -17,9 +17,7 @@ Normalize after ToTensor / ToDtype. Figures are medians over repeats.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 if __name__ == "__main__":  # `python benchmarks/augment.py`: make the project importable without installing it
@@ -30,6 +28,7 @@ from PIL import Image
 from torchvision import transforms
 from torchvision.transforms import v2
 
+from benchmarks.common import add_arguments, check_device, figure, print_table, take_turns, waiter
 from mixem.augment import augment, blur_kernel_size
 from mixem.config import AugmentConfig, OptimConfig
 
@@ -56,20 +55,6 @@ def simclr_pipeline(t, cfg: AugmentConfig, side: int, to_float: list):
     )
 
 
-def images_per_second(runs: list[tuple], repeats: int, wait) -> list[float]:
-    """Median rate of each ``(run, images)``: ``run()`` handles ``images`` images, ``wait()`` blocks until the
-    device is done. The runs take turns, so a neighbour's load on a shared machine slows them alike."""
-    seconds = [[] for _ in runs]
-    for repeat in range(repeats + 1):
-        for (run, _), times in zip(runs, seconds, strict=True):
-            started = time.perf_counter()
-            run()
-            wait()
-            if repeat > 0:  # the first round warms up: allocations, the GPU's kernels and constants
-                times.append(time.perf_counter() - started)
-    return [images / statistics.median(times) for (_, images), times in zip(runs, seconds, strict=True)]
-
-
 def rates(side: int, device: str, batch: int, per_image: int, repeats: int) -> list[float]:
     """Images per second of (a) ``augment``, (b) torchvision PIL and (c) torchvision v2 on random ``side`` images."""
     cfg = AugmentConfig()
@@ -77,17 +62,17 @@ def rates(side: int, device: str, batch: int, per_image: int, repeats: int) -> l
     batch_images = torch.randint(0, 256, (batch, 3, side, side), dtype=torch.uint8)
     on_device = batch_images.to(device)
     generator = torch.Generator(device=device).manual_seed(0)
-    wait = torch.cuda.synchronize if torch.device(device).type == "cuda" else lambda: None
     tensors = list(batch_images[:per_image])
     pil_images = [Image.fromarray(image.permute(1, 2, 0).numpy()) for image in tensors]
     pil = simclr_pipeline(transforms, cfg, side, [transforms.ToTensor()])
     tensor_v2 = simclr_pipeline(v2, cfg, side, [v2.ToDtype(torch.float32, scale=True)])
     runs = [
-        (lambda: augment(on_device, cfg, generator), batch),
-        (lambda: [pil(image) for image in pil_images], per_image),
-        (lambda: [tensor_v2(image) for image in tensors], per_image),
+        lambda: augment(on_device, cfg, generator),
+        lambda: [pil(image) for image in pil_images],
+        lambda: [tensor_v2(image) for image in tensors],
     ]
-    return images_per_second(runs, repeats, wait)
+    seconds = take_turns(runs, repeats, waiter(device))
+    return [images / time for images, time in zip((batch, per_image, per_image), seconds, strict=True)]
 
 
 def measure(quick: bool, device: str, batch: int = DEFAULT_BATCH) -> list[dict]:
@@ -98,40 +83,27 @@ def measure(quick: bool, device: str, batch: int = DEFAULT_BATCH) -> list[dict]:
     for side in SIDES:
         ours, by_pil, by_v2 = rates(side, device, batch, per_image, repeats)
         size = f"{side}x{side}"
-        for figure, value, unit in [
-            (f"augment() batched, {size}, {device}, batch {batch}", ours, "images/s"),
-            (f"torchvision PIL per image, {size}", by_pil, "images/s"),
-            (f"torchvision v2 uint8 per image, {size}", by_v2, "images/s"),
-            (f"augment() / PIL, {size}", ours / by_pil, "x"),
-            (f"augment() / v2, {size}", ours / by_v2, "x"),
-        ]:
-            rows.append({"figure": figure, "value": value, "unit": unit, "command": command})
+        rows += [
+            figure(f"augmentation: augment() batched, {size}, {device}, batch {batch}", ours, "images/s", command),
+            figure(f"augmentation: torchvision PIL per image, {size}", by_pil, "images/s", command),
+            figure(f"augmentation: torchvision v2 uint8 per image, {size}", by_v2, "images/s", command),
+            figure(f"augmentation: augment() / PIL, {size}", ours / by_pil, "x", command),
+            figure(f"augmentation: augment() / v2, {size}", ours / by_v2, "x", command),
+        ]
     return rows
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="fewer images and repeats (under 30 s on 2 cores)")
-    parser.add_argument("--device", default="cpu", help="device of the batched augment(), e.g. cpu, cuda")
+    add_arguments(parser)
     parser.add_argument("--batch", type=int, default=DEFAULT_BATCH, help=f"images per augment() call ({DEFAULT_BATCH})")
     args = parser.parse_args(argv)
     if args.batch <= 0:
         parser.error(f"--batch must be > 0, not {args.batch}.")
-    try:
-        device = torch.device(args.device)
-    except RuntimeError:
-        parser.error(f"--device {args.device!r} is not a torch device; use cpu or cuda.")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda needs a GPU, and torch sees none; use --device cpu.")
-
-    rows = measure(args.quick, args.device, args.batch)
-    threads = torch.get_num_threads()
-    print(f"torch {torch.__version__}, {threads} intra-op threads; the per-image pipelines run in this one process")
-    width = max(len(row["figure"]) for row in rows)
-    print(f"{'figure':<{width}} {'median':>10}  unit")
-    for row in rows:
-        print(f"{row['figure']:<{width}} {row['value']:>10.1f}  {row['unit']}")
-    print(f"command: {rows[0]['command']}")
+    check_device(parser, args.device)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} intra-op threads; the per-image pipelines run in "
+          "this one process")
+    print_table(measure(args.quick, args.device, args.batch))
 
 
 if __name__ == "__main__":

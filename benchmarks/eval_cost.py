@@ -1,68 +1,77 @@
-"""What the clustering evaluation costs next to a training epoch, so a sweep can choose --eval-every.
+"""What an evaluation costs next to a training epoch, so a sweep can choose how often to evaluate.
 
-    .venv/bin/python benchmarks/eval_cost.py --dataset digits
-    .venv/bin/python benchmarks/eval_cost.py --dataset fashion-mnist --epochs 1 --repeats 1
+    python benchmarks/eval_cost.py --quick                     # digits
+    python benchmarks/eval_cost.py --dataset fashion-mnist
 
-Trains ``--epochs`` epochs with the dataset's preset, then times one full evaluation (every
-variant) for each ``--n-init``, ``--repeats`` times, and prints medians side by side with the
-median epoch time of the same run (the machine is shared: compare within one run only).
+Trains the dataset preset for a few epochs, then times, in turns, one training epoch (the
+trainer's own ``epoch_seconds`` of the same run) and one full evaluation (every K-means variant,
+the silhouettes and the validation loss) with the final evaluation's k-means++ restarts (50, the
+authors') and with the interim one's (3, evaluations before the last epoch).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
+import sys
 import tempfile
-import time
+from pathlib import Path
+
+if __name__ == "__main__":  # `python benchmarks/eval_cost.py`: make the project importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 
-from mixem.config import Config
+from benchmarks.common import add_arguments, check_device, figure, print_table, take_turns, waiter
+from mixem.config import DATASETS, Config
 from mixem.data import load_dataset
-from mixem.evaluate import evaluate
+from mixem.evaluate import evaluate, validation_loss
 from mixem.model import MixemModel
-from mixem.train import pick_device, train
+from mixem.train import split_validation, train
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default="digits")
-    parser.add_argument("--epochs", type=int, default=3, help="epochs trained before timing (default: 3)")
-    parser.add_argument("--n-init", type=int, nargs="+", default=[50, 10, 3], help="k-means++ restarts to time")
-    parser.add_argument("--repeats", type=int, default=3, help="evaluations timed per n_init (default: 3)")
-    args = parser.parse_args()
-
-    config = Config.for_dataset(args.dataset, {"epochs": args.epochs, "eval_every": 0})
+def measure(quick: bool, device: str, dataset: str = "digits") -> list[dict]:
+    epochs = 2 if quick else 3
+    config = Config.for_dataset(dataset, {"epochs": epochs, "eval_every": 0})
+    command = f"python benchmarks/eval_cost.py --dataset {dataset} --device {device}" + (" --quick" if quick else "")
     with tempfile.TemporaryDirectory() as out:
         epoch_seconds = []
-        train(config, out, report=lambda metrics, _: epoch_seconds.append(metrics["epoch_seconds"]))
-        data = load_dataset(args.dataset)
-        images, labels = data.select(config.data.eval_split)
-        device = pick_device()
-        model = MixemModel(config.model, images.shape[1], images.shape[-1]).to(device)
+        train(config, out, device=device, progress=False,
+              report=lambda metrics, _: epoch_seconds.append(metrics["epoch_seconds"]))
+        info = DATASETS[dataset]
+        model = MixemModel(config.model, info.channels, info.image_size).to(device)
         model.load_state_dict(torch.load(f"{out}/checkpoint/checkpoint.pt", weights_only=False)["model"])
+    data = load_dataset(dataset)
+    images, labels = data.select(config.data.eval_split)
+    held_out = split_validation(data.select(config.data.train_split)[0], config.data.val_fraction,
+                                config.optim.seed)[1].to(device)
 
+    def evaluation(n_init: int):
+        def run():
+            evaluate(model, images, labels, data.num_classes, n_init=n_init, max_iter=config.eval.kmeans_max_iter,
+                     batch_size=config.eval.eval_batch_size, seed=0, device=torch.device(device))
+            validation_loss(model, held_out, config.augment, dataclasses.asdict(config.loss),
+                            batch_size=config.optim.batch_size, device=device)
+        return run
+
+    final, interim = take_turns([evaluation(config.eval.kmeans_n_init), evaluation(config.eval.interim_kmeans_n_init)],
+                                1 if quick else 3, waiter(device))
     epoch = statistics.median(epoch_seconds)
-    print(f"{args.dataset}: {len(images)} evaluation images, median epoch {epoch:.2f} s over {len(epoch_seconds)}")
-    print(f"{'n_init':>7} {'eval s (median)':>16} {'eval / epoch':>13}")
-    for n_init in args.n_init:
-        times = []
-        for _ in range(args.repeats):
-            started = time.perf_counter()
-            evaluate(
-                model,
-                images,
-                labels,
-                data.num_classes,
-                n_init=n_init,
-                max_iter=config.eval.kmeans_max_iter,
-                batch_size=config.eval.eval_batch_size,
-                seed=0,
-                device=device,
-            )
-            times.append(time.perf_counter() - started)
-        median = statistics.median(times)
-        print(f"{n_init:>7} {median:>16.2f} {median / epoch:>13.2f}")
+    return [figure(f"evaluation: one {dataset} training epoch ({len(images)} images evaluated)", epoch, "s", command),
+            figure(f"evaluation: final ({config.eval.kmeans_n_init} k-means++ restarts) / epoch", final / epoch, "x",
+                   command),
+            figure(f"evaluation: interim ({config.eval.interim_kmeans_n_init} restarts) / epoch", interim / epoch, "x",
+                   command)]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    parser.add_argument("--dataset", default="digits", choices=list(DATASETS), help="default: %(default)s")
+    args = parser.parse_args(argv)
+    check_device(parser, args.device)
+    print_table(measure(args.quick, args.device, args.dataset))
 
 
 if __name__ == "__main__":

@@ -65,7 +65,8 @@ def associative_loss(z: torch.Tensor, pi: torch.Tensor) -> tuple[torch.Tensor, t
     All components at once, with masked sums rather than boolean indexing: no host-device sync.
     """
     k = pi.shape[1]
-    members = F.one_hot(pi.argmax(dim=1), k).to(z.dtype)  # (N, K)
+    # One-hot by comparison: F.one_hot may check its input's range on the host.
+    members = (pi.argmax(dim=1, keepdim=True) == torch.arange(k, device=pi.device)).to(z.dtype)  # (N, K)
     counts = members.sum(dim=0) + 1  # (K,): the zero vector counts as a member
     means = (members.T @ z) / counts.unsqueeze(1)  # (K, D): zero vectors add nothing to the sums
     distance_to_own_mean = torch.linalg.vector_norm(z - members @ means, dim=1)  # (N,)

@@ -10,7 +10,6 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torchvision
 
 from mixem.config import ModelConfig
 from mixem.losses import mix_embeddings
@@ -23,6 +22,8 @@ def resnet18(in_channels: int, image_size: int, width: int = 64) -> tuple[nn.Mod
     Small images (<= 64 px, e.g. CIFAR's 32) get the CIFAR stem: a 3x3 stride-1 convolution and no
     max-pool, as the authors; larger ones (STL10's 96) keep the standard stem.
     """
+    import torchvision  # a slow import, which the small CNN (CPU-scale runs, sweep workers) does without
+
     net = torchvision.models.resnet18(weights=None)
     if image_size <= 64:
         net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)

@@ -148,15 +148,14 @@ def gathered_objective(out_a: dict, out_b: dict, loss_weights: dict, world_size:
     backward sums the gradients of every rank's (identical) loss, world_size times the gradient of
     the rank's own rows, and DDP's average over ranks divides that back: the update equals the
     one-worker update. One gather per step: z and pi of both views travel as one tensor."""
-    parts = [out_a["z"].float(), out_b["z"].float()]
-    if "pi" in out_a:
-        parts += [out_a["pi"], out_b["pi"]]
-    widths = [part.shape[1] for part in parts]
-    local = torch.cat(parts, dim=1)
+    z_a, z_b = out_a["z"].float(), out_b["z"].float()
+    pi_a, pi_b = out_a.get("pi"), out_b.get("pi")
     if world_size > 1:
-        local = torch.cat(dist_autograd.all_gather(local))
-    z_a, z_b, *pis = local.split(widths, dim=1)
-    pi_a, pi_b = pis if pis else (None, None)
+        parts = [z_a, z_b] + ([pi_a, pi_b] if pi_a is not None else [])
+        widths = [part.shape[1] for part in parts]
+        gathered = torch.cat(dist_autograd.all_gather(torch.cat(parts, dim=1)))
+        z_a, z_b, *pis = gathered.split(widths, dim=1)
+        pi_a, pi_b = pis if pis else (None, None)
     return mixem_loss(pi_a, z_a, pi_b, z_b, **loss_weights)
 
 

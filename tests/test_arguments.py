@@ -124,3 +124,28 @@ def test_the_output_lock_refuses_a_second_driver_and_dies_with_its_process(tmp_p
             assert time.time() < deadline
             time.sleep(0.1)
     assert (tmp_path / LOCK_FILE).exists()
+
+
+def test_the_sweep_driver_imports_no_torch():
+    """Everything the driver builds, short of running Ray: torch stays in the trials' processes."""
+    script = """
+import sys, argparse
+from pathlib import Path
+import tune.sweep, tune.ablate
+from tune.plans import sweep_plan
+from tune.recording import RecordResults
+from tune.space import resolve_space
+from tune.trial import TrialResources, make_trainable
+resources = TrialResources(1, 1, 0, "gloo")
+make_trainable(resources, output=Path("/tmp"), train_storage="/tmp/s", data_dir=None, metric="acc_max",
+               checkpoint_every=0, max_failures=0, driver_node="127.0.0.1", compile=False)
+fixed, space = resolve_space("digits", {}, {"dataset": "digits", "epochs": 2}, search=True)
+args = argparse.Namespace(metric="acc_max", max_epochs=2, grace_epochs=1, reduction_factor=2, search="optuna",
+                          num_samples=4, seed=0)
+sweep_plan(args, fixed, space, 2, [])
+RecordResults(Path("/tmp/o"), resources, "acc_max", train_storage="/tmp/s", mirror=None)
+print("torch" in sys.modules)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "False"

@@ -36,7 +36,10 @@ def local_ray(tmp_path_factory):
 
     # ray.init turns token authentication on by setting RAY_AUTH_MODE in this process, with the
     # token under HOME: both are undone at the end, so the next module's Ray starts clean.
-    saved = {name: os.environ.get(name) for name in ("HOME", "PYTHONPATH", "RAY_AUTH_MODE")}
+    # start_ray also sets variables that workers inherit: restored too.
+    names = ("HOME", "PYTHONPATH", "RAY_AUTH_MODE", "RAY_API_SERVER_ADDRESS", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER",
+             *cluster.TRAIN_SETTINGS)
+    saved = {name: os.environ.get(name) for name in names}
     os.environ.pop("RAY_AUTH_MODE", None)
     os.environ["HOME"] = str(tmp_path_factory.mktemp("home"))
     # Unix socket paths must stay short, so the temp dir is a folder directly under /tmp.

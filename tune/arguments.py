@@ -22,7 +22,7 @@ SMOKE = {"num_samples": 4, "max_epochs": 2, "grace_epochs": 1, "seeds": 1}
 SMOKE_FIXED = {"kmeans_n_init": 2, "interim_kmeans_n_init": 2, "eval_every": 1}
 # Flags about where and how a sweep runs, which --resume takes anew; every other one is the sweep's own.
 WHERE = ("address", "max_concurrent", "workers_per_trial", "cpus_per_worker", "gpus_per_worker", "backend",
-         "max_failures", "data_dir", "storage_shared", "verbose")
+         "max_failures", "data_dir", "storage_shared", "compile", "verbose")
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -70,6 +70,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                        help="times Ray Train restarts a trial's workers after a real fault (a lost node, a killed "
                        "worker), from its last checkpoint; a diverged loss or bad input is never retried "
                        "(default: %(default)s)")
+    where.add_argument("--compile", action="store_true",
+                       help="torch.compile each trial's model (mixem.train --compile; on GPUs the step already "
+                       "uses bf16, channels_last and fused Adam)")
     where.add_argument("--verbose", action="store_true",
                        help="also show what workers print and Ray's own warnings (otherwise in Ray's logs)")
     out = parser.add_argument_group("results")

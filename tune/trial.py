@@ -19,6 +19,7 @@ How the pieces fit (Ray 2.60, where Train V2 is the default):
 
 from __future__ import annotations
 
+import functools
 import logging
 import tempfile
 from dataclasses import dataclass
@@ -103,12 +104,13 @@ def train_worker(loop_config: dict) -> str | None:
     checkpoint = ray.train.get_checkpoint()
     try:
         with tempfile.TemporaryDirectory(prefix="mixem-trial-") as out_dir:
+            options = dict(data_dir=loop_config["data_dir"], report=report, progress=False,
+                           compile=loop_config["compile"])
             if checkpoint is None:
-                train(config, out_dir, data_dir=loop_config["data_dir"], report=report, progress=False)
+                train(config, out_dir, **options)
             else:
                 with checkpoint.as_directory() as resume_from:
-                    train(config, out_dir, data_dir=loop_config["data_dir"], report=report,
-                          resume_from=resume_from, progress=False)
+                    train(config, out_dir, resume_from=resume_from, **options)
     except NonFiniteLossError as error:  # every rank diverges together: they see the same loss
         ray.train.report({TRIAL_ERROR: str(error), "epoch": last["epoch"], metric: worst_value(metric)})
     except MixemError as error:  # Tune wants its metric in every result: NaN, and run_trial fails the trial
@@ -123,14 +125,29 @@ def ended_trials(output: Path) -> dict[str, dict]:
     return {row["trial_id"]: row for row in read_parquet(path, trials_schema())} if path.exists() else {}
 
 
+@functools.cache
+def trainer_class():
+    """``TorchTrainer`` without Ray Data's callback: the workers load their images themselves, and
+    the callback starts a Ray Data actor (a process) for every trial. Made on first use, so that
+    the sweep's driver, which never fits a trainer, does not import torch."""
+    from ray.train.torch import TorchTrainer
+    from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
+
+    class Trainer(TorchTrainer):
+        def _create_default_callbacks(self):
+            return [callback for callback in super()._create_default_callbacks()
+                    if not isinstance(callback, DatasetsCallback)]
+
+    return Trainer
+
+
 def make_trainable(resources: TrialResources, *, output: Path, train_storage: str, data_dir: str | None,
-                   metric: str, checkpoint_every: int, max_failures: int, driver_node: str):
+                   metric: str, checkpoint_every: int, max_failures: int, driver_node: str, compile: bool):
     """The function trainable of the sweep, with its resources. ``driver_node`` pins every trial's
     driver to the node of the sweep's driver, where ``output`` is; the Train workers go wherever
     there are CPUs and GPUs."""
     from ray import tune
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
     def run_trial(trial_config: dict) -> None:
@@ -141,11 +158,13 @@ def make_trainable(resources: TrialResources, *, output: Path, train_storage: st
             # searcher learns its final value, as it would have then.
             tune.report({"epoch": ended["epochs"], metric: ended[f"final/{metric}"]})
             return
+        from ray.train.torch import TorchConfig  # imports torch: here, in the trial's process
+
         config = trial_config_to_config(trial_config).validate()
-        trainer = TorchTrainer(
+        trainer = trainer_class()(
             train_worker,
             train_loop_config={"config": config.to_flat(), "data_dir": data_dir, "metric": metric,
-                               "checkpoint_every": checkpoint_every},
+                               "checkpoint_every": checkpoint_every, "compile": compile},
             torch_config=TorchConfig(backend=resources.backend),
             scaling_config=ScalingConfig(
                 num_workers=resources.workers,

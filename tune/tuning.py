@@ -32,7 +32,8 @@ def fit(args, experiment, plan, resources: TrialResources, concurrent: int, *, o
     train_storage = join_storage(experiment_path, "train")
     trainable = make_trainable(resources, output=output, train_storage=train_storage, data_dir=data_dir,
                                metric=args.metric, checkpoint_every=args.checkpoint_every,
-                               max_failures=args.max_failures, driver_node=ray.util.get_node_ip_address())
+                               max_failures=args.max_failures, driver_node=ray.util.get_node_ip_address(),
+                               compile=args.compile)
     callback = RecordResults(output, resources, args.metric, train_storage=train_storage,
                              mirror=join_storage(experiment_path, STORAGE_FOLDER))
     grid = " x the grid" if getattr(args, "search", "") == "grid" else ""
@@ -59,7 +60,8 @@ def fit(args, experiment, plan, resources: TrialResources, concurrent: int, *, o
             tune_config=tune.TuneConfig(
                 metric=args.metric, mode=metric_mode(args.metric), search_alg=plan.search_alg,
                 scheduler=plan.scheduler, num_samples=plan.num_samples,
-                trial_name_creator=trial_name, trial_dirname_creator=trial_name),
+                trial_name_creator=trial_name, trial_dirname_creator=trial_name,
+                reuse_actors=True),  # one trial driver process serves trial after trial
             run_config=tune.RunConfig(
                 name=args.name, storage_path=args.storage, callbacks=[callback],
                 # Train retries the workers from their checkpoint; the trial driver lives on this

@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m benchmarks` runs the suite (benchmarks/run.py)."""

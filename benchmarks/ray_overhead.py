@@ -1,0 +1,80 @@
+"""Ray's overhead per trial: a trial's wall time less the time its worker trained and evaluated.
+
+    python benchmarks/ray_overhead.py                 # 4 digits trials of 2 epochs, one at a time
+    python benchmarks/ray_overhead.py --quick         # 2 trials
+    python benchmarks/ray_overhead.py --project ../old-checkout   # another checkout's sweep, for before/after
+
+Runs a small local sweep (`tune/sweep.py`, a grid over the learning rate, every other searched
+field fixed, one trial at a time so trials do not compete for the 2 cores) in a subprocess, then
+reads its `trials.parquet` and `epochs.parquet`: per trial, `wall_seconds` (from the moment Tune
+starts the trial to its end, as the sweep records it) minus the `epoch_seconds` and `eval_seconds`
+its worker measured. What is left is Ray's: starting the trial's actor, Ray Train's controller,
+its worker and their imports, placement groups, reporting, checkpoints and teardown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+if __name__ == "__main__":  # `python benchmarks/ray_overhead.py`: make the project importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import pandas as pd
+
+from benchmarks.common import figure, print_table
+
+ROOT = Path(__file__).resolve().parents[1]
+
+FIXED = ["num_components=10", "w_entropy=2", "w_instance=0.1", "w_pull=0.1", "w_push=0.05", "temperature=0.5",
+         "kmeans_n_init=2"]
+LEARNING_RATES = ["1e-3", "2e-3", "3e-3", "4e-3"]
+
+
+def sweep_overheads(trials: int, epochs: int, project: Path = ROOT) -> tuple[list[float], list[float]]:
+    """(overhead, wall) seconds of each trial of a fresh local sweep of the checkout ``project``."""
+    with tempfile.TemporaryDirectory(prefix="mixem-ray-overhead-") as folder:
+        output = Path(folder) / "sweep"
+        command = [sys.executable, str(project / "tune" / "sweep.py"), "--dataset", "digits", "--search", "grid",
+                   "--space", *FIXED, "lr=" + ",".join(LEARNING_RATES[:trials]), "--max-epochs", str(epochs),
+                   "--grace-epochs", str(epochs), "--max-concurrent", "1", "--output", str(output)]
+        # In the checkout's own folder: Ray puts the driver's folder on its workers' path.
+        done = subprocess.run(command, capture_output=True, text=True, cwd=project,
+                              env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        if done.returncode != 0:
+            raise SystemExit(f"the sweep failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+        runs, epochs_frame = pd.read_parquet(output / "trials.parquet"), pd.read_parquet(output / "epochs.parquet")
+    working = (epochs_frame["epoch_seconds"] + epochs_frame["eval_seconds"]).groupby(epochs_frame["trial_id"]).sum()
+    overhead = runs.set_index("trial_id")["wall_seconds"] - working
+    return overhead.tolist(), runs["wall_seconds"].tolist()
+
+
+def measure(quick: bool, device: str = "cpu", project: Path = ROOT) -> list[dict]:
+    trials = 2 if quick else 4
+    command = "python benchmarks/ray_overhead.py" + (" --quick" if quick else "")
+    if project != ROOT:
+        command += f" --project {project}"
+    overhead, wall = sweep_overheads(trials, 2, project)
+    return [figure(f"Ray overhead per trial (local sweep, {trials} digits trials x 2 epochs)",
+                   statistics.median(overhead), "s", command),
+            figure("trial wall time (same sweep)", statistics.median(wall), "s", command)]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="2 trials instead of 4")
+    parser.add_argument("--project", type=Path, default=ROOT,
+                        help="the checkout whose tune/sweep.py to measure (default: this one)")
+    args = parser.parse_args(argv)
+    if not (args.project / "tune" / "sweep.py").is_file():
+        parser.error(f"--project {args.project} holds no tune/sweep.py; pass a checkout of this project.")
+    print_table(measure(args.quick, project=args.project.resolve()))
+
+
+if __name__ == "__main__":
+    main()
