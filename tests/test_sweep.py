@@ -154,6 +154,17 @@ def wait_for(condition, process: subprocess.Popen, timeout: float = 300) -> None
         time.sleep(0.2)
 
 
+def kill_after(driver: subprocess.Popen, condition, delay: float) -> None:
+    """SIGKILL ``driver`` ``delay`` seconds after ``condition()`` first holds."""
+    try:
+        wait_for(condition, driver)
+        time.sleep(delay)
+        driver.kill()
+        driver.wait(30)
+    finally:
+        driver.kill()
+
+
 def rows(output: Path) -> pd.DataFrame:
     try:
         return pd.read_parquet(output / TRIALS_FILE)
@@ -177,26 +188,14 @@ def test_killed_sweeps_lose_change_and_rerun_nothing(local_ray, tmp_path):
             "--max-epochs", "4", "--grace-epochs", "2", "--reduction-factor", "2", "--max-concurrent", "2"]
     rng = random.Random(os.getpid())
     driver = start_cli(cli(local_ray, first, "--storage", str(storage), *grid), tmp_path / "first.log")
-    try:
-        wait_for(lambda: len(rows(first)) >= 1, driver)
-        time.sleep(rng.uniform(0, 1))
-        driver.kill()
-        driver.wait(30)
-    finally:
-        driver.kill()
+    kill_after(driver, lambda: len(rows(first)) >= 1, rng.uniform(0, 1))
     kept, kept_epochs = read_results(first)
     assert len(kept) >= 1
     experiment = next(path for path in storage.iterdir() if path.name.startswith("sweep-"))
     shutil.rmtree(first)  # the old head node is gone: only the storage is left
 
     driver = start_cli(cli(local_ray, second, "--resume-from", str(experiment)), tmp_path / "second.log")
-    try:
-        wait_for(lambda: len(rows(second)) > len(kept), driver)
-        time.sleep(rng.uniform(0, 1))
-        driver.kill()
-        driver.wait(30)
-    finally:
-        driver.kill()
+    kill_after(driver, lambda: len(rows(second)) > len(kept), rng.uniform(0, 1))
     later, _ = read_results(second)
 
     resumed = subprocess.run(cli(local_ray, second, "--resume"), capture_output=True, text=True, timeout=600)
@@ -236,3 +235,12 @@ def test_sigterm_stops_like_ctrl_c_and_a_second_driver_is_refused(local_ray, tmp
     trials, epochs = read_results(output)
     assert len(trials) == 2 and set(trials["status"]) == {"finished"} and len(stopped) < 2
     assert_each_epoch_once(trials, epochs)
+
+
+def test_missing_data_fails_before_any_trial_starts(local_ray, tmp_path, capsys):
+    """The pre-flight task loads the dataset where a Train worker would run: one sentence, exit 2."""
+    output = tmp_path / "out"
+    code = sweep.main(["--dataset", "cifar10", "--data-dir", str(tmp_path), "--smoke-test", "--output", str(output)])
+    message = capsys.readouterr().err
+    assert code == 2 and "error: On a worker node: cifar10 not found" in message and "--download" in message
+    assert not output.exists()

@@ -183,6 +183,8 @@ def _restored_args(args: argparse.Namespace, kind: str) -> argparse.Namespace:
                              "script that started it.")
         restored = argparse.Namespace(**{**vars(args), **saved["args"]})
         restored.name, restored.storage = saved["name"], saved["storage"]
+        if args.resume_from:  # where the storage is now, which may not be where the sweep wrote it
+            restored.storage, _, restored.name = args.resume_from.rstrip("/").rpartition("/")
     except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as error:
         raise MixemError(f"{settings_file} is corrupt ({error!r}); the sweep cannot be resumed.") from None
     for name in WHERE:

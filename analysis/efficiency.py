@@ -1,0 +1,113 @@
+"""How much compute each search needed to find a good configuration: TPE + ASHA, random search, a grid.
+
+    python -m analysis.efficiency results/digits/tpe-* results/digits/random-* results/digits/grid
+
+Every folder is one search (``tune/sweep.py --output``) over the same space and budget; its method
+is read from its ``sweep.json`` (``--search``, and ASHA when ``--grace-epochs`` is below
+``--max-epochs``). The target is the best final value of the metric any finished trial of any
+folder reached, minus ``--within`` (0.01: one ACC point). A folder's compute to the target is the
+sum of its trials' wall seconds (trial-seconds: what a cluster bills), in the order the trials
+ended, up to and including the first finished trial at or above the target; a folder that never
+reaches it is reported with all its compute and marked. Also given: the same count in training and
+evaluation seconds only (the trainer's own times, without Ray's per-trial overhead).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from analysis.runs import load_epochs, load_runs
+from mixem.errors import MixemError
+from mixem.scores import metric_mode
+
+
+def method_of(folder: Path) -> str:
+    """"tpe+asha", "random+asha", "grid", ... from a search folder's sweep.json."""
+    try:
+        args = json.loads((folder / "sweep.json").read_text())["args"]
+    except (OSError, json.JSONDecodeError, KeyError) as error:
+        raise MixemError(f"{folder} has no readable sweep.json ({error!r}); pass --output folders of tune/sweep.py."
+                         ) from None
+    name = {"optuna": "tpe"}.get(args["search"], args["search"])
+    return name + ("+asha" if args["grace_epochs"] < args["max_epochs"] else "")
+
+
+def compute_to_target(trials: pd.DataFrame, working: pd.Series, metric: str, target: float) -> dict:
+    """Trial-seconds and training seconds, in the order trials ended, until the first finished trial
+    whose final ``metric`` reaches ``target`` (``working``: training + evaluation seconds by trial)."""
+    sign = 1 if metric_mode(metric) == "max" else -1
+    wall = training = 0.0
+    for _, trial in trials.iterrows():  # trials.parquet holds trials in the order they ended
+        wall += trial["wall_seconds"]
+        training += working.get(trial["trial_id"], 0.0)
+        if trial["status"] == "finished" and sign * trial[f"final/{metric}"] >= sign * target:
+            return {"trial-seconds": wall, "training seconds": training, "reached": True}
+    return {"trial-seconds": wall, "training seconds": training, "reached": False}
+
+
+def efficiency_table(folders: list[Path], metric: str, within: float) -> tuple[pd.DataFrame, float]:
+    """One row per folder: its method, trials, compute to the target and in all; and the target."""
+    runs = {folder: (load_runs(folder), load_epochs(folder)) for folder in folders}
+    finished = pd.concat([trials[trials["status"] == "finished"] for trials, _ in runs.values()])
+    if finished.empty or finished[f"final/{metric}"].isna().all():
+        raise MixemError(f"No finished trial has a value of {metric}; pass folders of finished searches.")
+    best = finished[f"final/{metric}"].max() if metric_mode(metric) == "max" else finished[f"final/{metric}"].min()
+    target = best - within if metric_mode(metric) == "max" else best + within
+    rows = []
+    for folder, (trials, epochs) in runs.items():
+        working = (epochs["epoch_seconds"] + epochs["eval_seconds"]).groupby(epochs["trial_id"]).sum()
+        reached = compute_to_target(trials, working, metric, target)
+        rows.append({"search": folder.name, "method": method_of(folder), "trials": len(trials),
+                     **reached, "trial-seconds in all": trials["wall_seconds"].sum(),
+                     "best found": trials[f"final/{metric}"].max()})
+    return pd.DataFrame(rows), target
+
+
+def summary(table: pd.DataFrame, baseline: str = "grid") -> pd.DataFrame:
+    """Per method: median compute to the target over its folders (searcher seeds), how many reached
+    it, and the ratio to the ``baseline`` method's median."""
+    grouped = table.groupby("method")
+    out = pd.DataFrame({
+        "runs": grouped.size(),
+        "reached": grouped["reached"].sum(),
+        "median trial-seconds to target": grouped["trial-seconds"].median(),
+        "median training seconds to target": grouped["training seconds"].median(),
+        "median trial-seconds in all": grouped["trial-seconds in all"].median(),
+    })
+    if baseline in out.index:
+        out["trial-seconds / grid's"] = out["median trial-seconds to target"] / out.loc[baseline,
+                                                                                    "median trial-seconds to target"]
+        out["... / grid's whole run"] = out["median trial-seconds to target"] / out.loc[baseline,
+                                                                                    "median trial-seconds in all"]
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m analysis.efficiency", description=__doc__.split("\n")[0])
+    parser.add_argument("folders", nargs="+", type=Path, help="search folders (tune/sweep.py --output)")
+    parser.add_argument("--metric", default=None, help="the score compared (default: the first folder's --metric)")
+    parser.add_argument("--within", type=float, default=0.01, help="how close to the best counts (default: 0.01)")
+    args = parser.parse_args(argv)
+    try:
+        if not args.within >= 0:
+            raise MixemError(f"--within must be at least 0, not {args.within}.")
+        metric = args.metric or json.loads((args.folders[0] / "sweep.json").read_text())["args"]["metric"]
+        table, target = efficiency_table(args.folders, metric, args.within)
+    except (MixemError, OSError, KeyError, json.JSONDecodeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.float_format", "{:.3f}".format):
+        print(f"target: {metric} >= {target:.4f} (the best any finished trial reached, less {args.within})\n")
+        print(table.to_string(index=False))
+        print()
+        print(summary(table).to_string())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
