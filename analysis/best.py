@@ -23,8 +23,8 @@ from analysis.runs import load_runs
 from mixem.config import FIELDS, Config
 from mixem.errors import MixemError
 from mixem.scores import metric_mode
+from tune.results import SETTINGS_FILE
 
-SETTINGS_FILE = "sweep.json"
 # Set by the commands themselves, not passed as --space.
 NOT_IN_SPACE = ("dataset", "epochs", "seed")
 

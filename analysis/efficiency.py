@@ -21,15 +21,17 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis.best import sweep_metric
 from analysis.runs import load_epochs, load_runs
 from mixem.errors import MixemError
 from mixem.scores import metric_mode
+from tune.results import SETTINGS_FILE
 
 
 def method_of(folder: Path) -> str:
     """"tpe+asha", "random+asha", "grid", ... from a search folder's sweep.json."""
     try:
-        args = json.loads((folder / "sweep.json").read_text())["args"]
+        args = json.loads((folder / SETTINGS_FILE).read_text())["args"]
     except (OSError, json.JSONDecodeError, KeyError) as error:
         raise MixemError(f"{folder} has no readable sweep.json ({error!r}); pass --output folders of tune/sweep.py."
                          ) from None
@@ -96,9 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not args.within >= 0:
             raise MixemError(f"--within must be at least 0, not {args.within}.")
-        metric = args.metric or json.loads((args.folders[0] / "sweep.json").read_text())["args"]["metric"]
+        metric = args.metric or sweep_metric(args.folders[0])
         table, target = efficiency_table(args.folders, metric, args.within)
-    except (MixemError, OSError, KeyError, json.JSONDecodeError) as error:
+    except MixemError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.float_format", "{:.3f}".format):

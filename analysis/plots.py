@@ -1,8 +1,9 @@
 """The report's figures, one function each, from the frames of ``analysis.runs``.
 
-Each returns a matplotlib ``Figure`` (one row of axes per dataset), or None when the runs hold
-nothing to draw. Figures are built without pyplot: no global state, any backend, and a
-notebook shows them with ``display(figure)``. ACC is chosen as in ``analysis.tables``.
+Each returns a matplotlib ``Figure`` (one row or column of axes per dataset, or one search's), or
+None when the runs hold nothing to draw. Figures are built without pyplot: no global state, any
+backend, and a notebook shows them with ``display(figure)``. ACC is the reported clustering's, as
+in ``analysis.tables``: the fixed variant, ``kmeans_z_l2`` for the SimCLR head.
 """
 
 from __future__ import annotations
@@ -11,14 +12,19 @@ import numpy as np
 import pandas as pd
 from matplotlib import colormaps
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import MaxNLocator, NullFormatter
 
-from analysis.tables import best_variant, finished, searched
-from mixem.config import LOSS_WEIGHTS
+from analysis import rungs
+from analysis.tables import finished, fixed_scores, is_number, reported_variant, searched_parameters, value_text
 from mixem.presets import COMPONENT_ABLATION, LOSS_ABLATION
-from mixem.scores import NORMS, REPRESENTATIONS
+from mixem.scores import FIXED_VARIANT, NORMS, REPRESENTATIONS
+
+FIXED_ACC_LABEL = f"ACC: {FIXED_VARIANT}\n(SimCLR head: {reported_variant('simclr')})"
+# How each trial of a search ended, as the search figure colours it.
+STATUS_COLOURS = {"finished": "tab:blue", "early_stopped": "tab:orange", "errored": "tab:red"}
 
 ABLATION_ROWS = [*LOSS_ABLATION, *COMPONENT_ABLATION]
+SEARCH_FIGURE_COLUMNS = 4
 
 
 def _figure(rows: int, columns: int, width: float = 3.4, height: float = 2.8) -> tuple[Figure, np.ndarray]:
@@ -32,38 +38,9 @@ def _offsets(count: int, width: float = 0.3) -> np.ndarray:
     return np.linspace(-width / 2, width / 2, count) if count > 1 else np.zeros(count)
 
 
-def weights_figure(trials: pd.DataFrame, stage: str = "final") -> Figure | None:
-    """ACC against each loss weight, one point per finished search trial, coloured by K."""
-    runs = searched(trials)
-    datasets = sorted(runs["dataset"].unique())
-    if not datasets:
-        return None
-    figure, axes = _figure(len(datasets), len(LOSS_WEIGHTS))
-    for row, dataset in enumerate(datasets):
-        group = runs[runs["dataset"] == dataset]
-        variant = best_variant(group, stage)
-        counts = sorted(group["config/num_components"].unique())
-        colours = colormaps["viridis"](np.linspace(0, 0.9, len(counts)))
-        for column, weight in enumerate(LOSS_WEIGHTS):
-            ax = axes[row, column]
-            ax.set_xlabel(weight)
-            if variant is None:
-                continue
-            for count, colour in zip(counts, colours, strict=True):
-                of_count = group[group["config/num_components"] == count]
-                ax.scatter(of_count[f"config/{weight}"], of_count[f"{stage}/{variant}_acc"], s=18, color=colour,
-                           label=f"K={count}")
-            positive = group.loc[group[f"config/{weight}"] > 0, f"config/{weight}"]
-            if not positive.empty and positive.max() > 10 * positive.min():
-                # Weights span decades and may be 0 (term off): linear near 0, logarithmic beyond.
-                ax.set_xscale("symlog", linthresh=float(positive.min()))
-        axes[row, 0].set_ylabel(f"{dataset}: ACC ({variant})")
-        axes[row, -1].legend(fontsize="small")
-    return figure
-
-
-def components_figure(trials: pd.DataFrame, stage: str = "final") -> Figure | None:
-    """ACC against K (runs of ``COMPONENT_ABLATION``): one point per seed, mean ± std as a line."""
+def components_figure(trials: pd.DataFrame, stage: str) -> Figure | None:
+    """ACC of the fixed clustering against K (runs of ``COMPONENT_ABLATION``): one point per seed,
+    mean ± std as a line."""
     runs = finished(trials)
     runs = runs[runs["preset"].isin(COMPONENT_ABLATION)]
     datasets = sorted(runs["dataset"].unique())
@@ -74,11 +51,9 @@ def components_figure(trials: pd.DataFrame, stage: str = "final") -> Figure | No
         group = runs[runs["dataset"] == dataset]
         counts, means, stds = [], [], []
         for count in sorted(group["config/num_components"].unique()):
-            of_count = group[group["config/num_components"] == count]
-            variant = best_variant(of_count, stage)
-            if variant is None:
+            acc = group.loc[group["config/num_components"] == count, f"{stage}/{FIXED_VARIANT}_acc"].dropna()
+            if acc.empty:
                 continue
-            acc = of_count[f"{stage}/{variant}_acc"].dropna()
             # K at evenly spaced positions: the paper's K double (10, 20, 40), a log scale in effect.
             ax.scatter(len(counts) + _offsets(len(acc)), acc, s=14, color="grey")
             counts.append(int(count))
@@ -88,15 +63,16 @@ def components_figure(trials: pd.DataFrame, stage: str = "final") -> Figure | No
         ax.set_xticks(range(len(counts)), [str(count) for count in counts])
         ax.set_xlim(-0.5, len(counts) - 0.5)
         ax.set_xlabel("K (mixture components)")
-        ax.set_ylabel("ACC (best K-means variant per K)")
+        ax.set_ylabel(f"ACC ({FIXED_VARIANT})")
         ax.set_title(dataset)
     return figure
 
 
 def learning_curves_figure(trials: pd.DataFrame, epochs: pd.DataFrame) -> Figure | None:
-    """Per trial, the total loss and ``acc_max`` (the best clustering at each evaluated epoch)
+    """Per trial, the total loss and the ACC of its reported clustering at each evaluated epoch
     against the epoch; ablation presets in colour, search trials in grey."""
-    epochs = epochs.merge(trials[["sweep", "trial_id", "dataset"]], on=["sweep", "trial_id"])
+    epochs = epochs.merge(trials[["sweep", "trial_id", "dataset", "config/head"]], on=["sweep", "trial_id"])
+    epochs = epochs.assign(acc=fixed_scores(epochs, None, "acc"))
     datasets = sorted(epochs["dataset"].unique())
     if not datasets:
         return None
@@ -114,10 +90,10 @@ def learning_curves_figure(trials: pd.DataFrame, epochs: pd.DataFrame) -> Figure
             label = (preset or "search") if (preset or "search") not in labelled else None
             labelled.add(preset or "search")
             loss_ax.plot(curve["epoch"], curve["loss_total"], label=label, **style)
-            evaluated = curve[curve["acc_max"].notna()]
-            acc_ax.plot(evaluated["epoch"], evaluated["acc_max"], marker=".", **style)
+            evaluated = curve[curve["acc"].notna()]
+            acc_ax.plot(evaluated["epoch"], evaluated["acc"], marker=".", **style)
         loss_ax.set_ylabel(f"{dataset}: total loss")
-        acc_ax.set_ylabel("ACC (acc_max: best variant)")
+        acc_ax.set_ylabel(FIXED_ACC_LABEL)
         for ax in (loss_ax, acc_ax):
             ax.set_xlabel("epoch")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -125,8 +101,9 @@ def learning_curves_figure(trials: pd.DataFrame, epochs: pd.DataFrame) -> Figure
     return figure
 
 
-def spread_figure(trials: pd.DataFrame, stage: str = "final") -> Figure | None:
-    """ACC of every seed for each ablation row (loss, then component presets), with the mean."""
+def spread_figure(trials: pd.DataFrame, stage: str) -> Figure | None:
+    """ACC of every seed for each ablation row (loss, then component presets), with the mean: the
+    fixed clustering, ``kmeans_z_l2`` for the SimCLR head."""
     runs = finished(trials)
     runs = runs[runs["preset"].isin(ABLATION_ROWS)]
     datasets = sorted(runs["dataset"].unique())
@@ -137,20 +114,18 @@ def spread_figure(trials: pd.DataFrame, stage: str = "final") -> Figure | None:
         group = runs[runs["dataset"] == dataset]
         presets = [preset for preset in ABLATION_ROWS if preset in set(group["preset"])]
         for x, preset in enumerate(presets):
-            of_preset = group[group["preset"] == preset]
-            variant = best_variant(of_preset, stage)
-            if variant is None:
+            acc = fixed_scores(group[group["preset"] == preset], stage, "acc").dropna()
+            if acc.empty:
                 continue
-            acc = of_preset[f"{stage}/{variant}_acc"].dropna()
             ax.scatter(x + _offsets(len(acc)), acc, s=16, color="tab:blue")
             ax.hlines(acc.mean(), x - 0.25, x + 0.25, color="black")
         ax.set_xticks(range(len(presets)), presets, rotation=45, ha="right")
-        ax.set_ylabel("ACC (best K-means variant per row)")
+        ax.set_ylabel(FIXED_ACC_LABEL)
         ax.set_title(f"{dataset}: spread over seeds")
     return figure
 
 
-def kmeans_spread_figure(trials: pd.DataFrame, stage: str = "final", preset: str = "mixem") -> Figure | None:
+def kmeans_spread_figure(trials: pd.DataFrame, stage: str, preset: str = "mixem") -> Figure | None:
     """ACC of every seed of ``preset``'s runs, k-means++ beside component-mean init, for each
     representation and norm: the paper's claim that component init is higher and steadier."""
     runs = finished(trials)
@@ -171,4 +146,44 @@ def kmeans_spread_figure(trials: pd.DataFrame, stage: str = "final", preset: str
         ax.set_ylabel("ACC")
         ax.set_title(f"{dataset}: {preset}, one point per seed")
         ax.legend(fontsize="small")
+    return figure
+
+
+def search_figure(runs: pd.DataFrame, epochs: pd.DataFrame, metric: str) -> Figure | None:
+    """One search's ``metric`` against each searched value, every trial that reached the common
+    point (``rungs.common_epoch``) a dot coloured by how it ended; a logarithmic x axis where a value
+    spans decades (symmetric-log when it may be 0, a term switched off)."""
+    parameters = searched_parameters(runs)
+    epoch = rungs.common_epoch(runs, epochs, metric)
+    if not parameters or epoch is None:
+        return None
+    reached = rungs.at_epoch(runs, epochs, metric, epoch)
+    columns = min(len(parameters), SEARCH_FIGURE_COLUMNS)
+    figure, axes = _figure(-(-len(parameters) // columns), columns, width=3.0)
+    for ax in axes.flat[len(parameters):]:
+        ax.set_visible(False)
+    for ax, name in zip(axes.flat, parameters, strict=False):
+        values = reached[f"config/{name}"]
+        if is_number(values):
+            x = values.astype(float)
+        else:  # a choice: evenly spaced positions, labelled
+            choices = sorted(values.unique(), key=value_text)
+            x = values.map({choice: index for index, choice in enumerate(choices)})
+            ax.set_xticks(range(len(choices)), [value_text(choice) for choice in choices])
+        for status, colour in STATUS_COLOURS.items():
+            ended = reached["status"] == status
+            if ended.any():
+                ax.scatter(x[ended], reached.loc[ended, f"{rungs.AT}/{metric}"], s=18, color=colour, label=status)
+        positive = x[x > 0] if is_number(values) else x.iloc[:0]
+        if not positive.empty and positive.max() > 10 * positive.min():
+            if (x <= 0).any():
+                ax.set_xscale("symlog", linthresh=float(positive.min()))
+            else:
+                ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # labels at every minor tick overlap
+        ax.set_xlabel(name)
+    for row in axes:
+        row[0].set_ylabel(f"{metric}")
+    axes[0, -1].legend(fontsize="small")
+    figure.suptitle(f"{len(reached)} trials at epoch {epoch}, the last epoch all reached")
     return figure

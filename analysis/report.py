@@ -2,98 +2,311 @@
 
     python -m analysis.report sweeps/fashion-mnist                      # writes into that folder
     python -m analysis.report sweeps/ablation sweeps/search --out reports/digits
+    python -m analysis.report sweeps/search --metric val_contrastive    # rank searches by another score
     python -m analysis.report sweeps/fashion-mnist --stage best          # metrics at the best epoch
 
 Writes ``OUT/report.md``, ``OUT/report.tex`` and one PNG per figure; ``OUT`` is the first folder
-unless ``--out`` names another. Every table and figure is computed before anything is written,
-and each file is replaced whole, so bad input leaves earlier results as they were. The report
-holds no timestamp or machine path: the same sweep output gives the same report.
+unless ``--out`` names another. Searches are ranked by ``--metric``, by default the first folder's
+(its sweep.json). Only the sections whose runs exist are written; a line at the top names the runs
+that would add the others. Every flag is checked and every table and figure computed before
+anything is written, and each file is replaced whole, so bad input leaves earlier results as they
+were. The report holds no timestamp or machine path: the same sweep output gives the same report.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
+import textwrap
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
 import pandas as pd
 from matplotlib.figure import Figure
 
-from analysis import plots, tables
+from analysis import plots, rungs, selection, tables
+from analysis.best import best_trial, commands, sweep_metric
 from analysis.runs import load_epochs, load_runs
 from mixem.errors import MixemError
 from mixem.files import write_atomic
+from mixem.presets import COMPONENT_ABLATION, LOSS_ABLATION
+from mixem.scores import FIXED_VARIANT, ORACLE_METRIC, SCORE_KEYS, metric_mode
+from tune.results import SETTINGS_FILE
 
 MARKDOWN_FILE = "report.md"
 LATEX_FILE = "report.tex"
+# Figures of the ablations, always under these names; a search's is SEARCH_FIGURE of its sweep and dataset.
+FIGURE_FILES = ("spread.png", "kmeans_spread.png", "components.png", "learning_curves.png")
+SEARCH_FIGURE = "search_{sweep}_{dataset}.png"
+TOP_TRIALS = 10
+CONFIRM_SEEDS = 3
+
+
+# A section is a title and its parts, in order: paragraphs, tables, commands and figures.
+@dataclass
+class Text:
+    text: str
+
+
+@dataclass
+class Table:
+    frame: pd.DataFrame
+
+
+@dataclass
+class Code:
+    lines: list[str]
+
+
+@dataclass
+class Plot:
+    name: str  # the PNG's file name
+    figure: Figure
+
+
+# The kinds of section, in the report's order, and their titles (a search's title names the search).
+TITLES = {"main": "Main results", "loss": "Loss ablation", "kmeans": "K-means ablation",
+          "components": "Component count", "claims": "The paper's claims", "search": "Searches", "cost": "Cost",
+          "curves": "Learning curves"}
 
 
 @dataclass
 class Section:
+    key: str  # its kind, a key of TITLES
     title: str
-    about: str  # one paragraph under the title: what the table shows and how its rows were chosen
-    table: pd.DataFrame | None  # None: a section of figures only
-    empty: str  # what to say when the table has no rows
-    figures: dict[str, Figure | None]  # file name -> figure (None: nothing to draw)
+    parts: list = field(default_factory=list)
+    level: int = 2  # 2: a section; 3: a part of the section above it
 
 
-def build_sections(trials: pd.DataFrame, epochs: pd.DataFrame, stage: str = "final") -> list[Section]:
-    """Every table and figure of the report, in order."""
-    return [
-        Section("Main results",
-                "Full MIX'EM (preset `mixem`) and the SimCLR baseline (preset `simclr`), K-means on raw and on "
-                "L2-normalised representations, beside the paper's ACC where the dataset matches.",
-                tables.main_table(trials, stage), "No runs of the presets `mixem` or `simclr`.", {}),
-        Section("Loss ablation",
-                "One loss term added per row (presets of `mixem.presets.LOSS_ABLATION`), term (ii) in the authors' "
-                "code form (1 - max pi); the last row is full MIX'EM with term (ii) as the paper's entropy.",
-                tables.loss_table(trials, stage), "No runs of the loss-ablation presets.",
-                {"spread.png": plots.spread_figure(trials, stage)}),
-        Section("K-means ablation",
-                "Every clustering of every representation for the runs of `mixem` and `simclr`: k-means++ vs "
-                "K-means initialised with the mixture components' means, raw vs L2-normalised, and argmax pi.",
-                tables.kmeans_table(trials, stage), "No runs of the presets `mixem` or `simclr`.",
-                {"kmeans_spread.png": plots.kmeans_spread_figure(trials, stage)}),
-        Section("Component count",
-                "Full MIX'EM with K mixture components (presets of `mixem.presets.COMPONENT_ABLATION`).",
-                tables.component_table(trials, stage), "No runs of the component-count presets.",
-                {"components.png": plots.components_figure(trials, stage)}),
-        Section("Sensitivity",
-                "ACC against each searched hyperparameter over the finished trials of searches (preset \"\"): "
-                "Spearman's rank correlation, and the importance by Optuna's fANOVA and mean-decrease-impurity "
-                "evaluators (summing to 1 over the parameters).",
-                tables.sensitivity_table(trials, stage), "No finished trials of a search (`tune/sweep.py`).",
-                {"weights.png": plots.weights_figure(trials, stage)}),
-        Section("The paper's claims",
-                "Each row compares A against B on these runs: (1) component-mean init beats k-means++ in mean and "
-                "spread, (2) L2-normalised beats raw for SimCLR, (3) each loss term adds ACC.",
-                tables.claims_table(trials, stage), "No runs of the presets the claims compare.", {}),
-        Section("Cost",
-                "Compute behind every row, trials of every status included.",
-                tables.cost_table(trials), "No trials.", {}),
-        Section("Learning curves",
-                "Total loss and acc_max (the best clustering at each evaluated epoch) of every trial.",
-                None, "", {"learning_curves.png": plots.learning_curves_figure(trials, epochs)}),
-    ]
+def build_sections(trials: pd.DataFrame, epochs: pd.DataFrame, metric: str, stage: str) -> list[Section]:
+    """Every section of the report whose runs exist, in order: the ablations, each search, the cost
+    and the learning curves."""
+    sections = []
+
+    def add(key: str, about: str, table: pd.DataFrame, *figures: tuple[str, Figure | None]) -> None:
+        if not table.empty:
+            plotted = [Plot(name, figure) for name, figure in figures if figure is not None]
+            sections.append(Section(key, TITLES[key], [Text(about), Table(table), *plotted]))
+
+    main = tables.main_table(trials, stage)
+    given = (" Best searched configuration: the runs of preset `given`, a searched configuration confirmed over "
+             "seeds." if (trials["preset"] == "given").any() else "")
+    add("main",
+        "Full MIX'EM (preset `mixem`) and the SimCLR baseline (preset `simclr`), each with its fixed clustering and "
+        f"one other, beside the test-label oracle `{ORACLE_METRIC}` (per trial the best ACC of all variants, picked "
+        "with the labels: not a score of one method) and the paper's ACC where the dataset matches (MIX'EM's beside "
+        "its own pipeline, SimCLR's beside K-means on its L2-normalised representation h)." + given, main)
+    loss = tables.loss_table(trials, stage)
+    spread = ("spread.png", plots.spread_figure(trials, stage))
+    add("loss",
+        "One loss term added per row (presets of `mixem.presets.LOSS_ABLATION`), term (ii) in the authors' code form "
+        "(1 - max pi); the last row is full MIX'EM with term (ii) as the paper's entropy. Each row is its fixed "
+        "clustering; the SimCLR head has no mixture components, so its row is `kmeans_z_l2`.",
+        loss, spread)
+    add("kmeans",
+        "Every clustering of every representation for the runs of `mixem` and `simclr`, none selected: k-means++ vs "
+        "K-means initialised with the mixture components' means, raw vs L2-normalised, and argmax pi.",
+        tables.kmeans_table(trials, stage), ("kmeans_spread.png", plots.kmeans_spread_figure(trials, stage)))
+    add("components",
+        f"Full MIX'EM with K mixture components (presets of `mixem.presets.COMPONENT_ABLATION`), `{FIXED_VARIANT}`.",
+        tables.component_table(trials, stage), ("components.png", plots.components_figure(trials, stage)),
+        *([spread] if loss.empty else []))
+    add("claims",
+        "Each row compares A against B on these runs: (1) component-mean init beats k-means++ in mean and spread, "
+        "(2) L2-normalised beats raw for SimCLR, (3) each loss term adds ACC, each row its fixed clustering "
+        "(`kmeans_z_l2` for the SimCLR head). Verdicts compare means (and, for (1), stds) without a significance "
+        "test: read n and the stds.",
+        tables.claims_table(trials, stage))
+    for sweep, dataset in tables.searches(trials):
+        sections += search_sections(*tables.search_runs(trials, epochs, sweep, dataset), sweep, dataset, metric, stage)
+    add("cost", "Compute behind every row, trials of every status included.", tables.cost_table(trials))
+    curves = plots.learning_curves_figure(trials, epochs)
+    if curves is not None:
+        sections.append(Section("curves", TITLES["curves"], [
+            Text(f"Total loss and ACC of the fixed clustering (`{FIXED_VARIANT}`; `kmeans_z_l2` for the SimCLR head) "
+                 "at each evaluated epoch, for every trial."),
+            Plot("learning_curves.png", curves)]))
+    return sections
+
+
+def search_sections(runs: pd.DataFrame, epochs: pd.DataFrame, sweep: str, dataset: str, metric: str,
+                    stage: str) -> list[Section]:
+    """The sections of one search: its top trials, the sensitivity at the common point and the
+    rungs, the best configuration as commands, and the label-free model selection."""
+    better = "higher" if metric_mode(metric) == "max" else "lower"
+    about = Text(
+        f"{len(runs)} trials ({tables.status_counts(runs)}), ranked by {_named(metric)} ({better} is better). "
+        "Early-stopped trials ran fewer epochs, so their last values are not comparable with the finished "
+        "trials'; the sensitivity, the importance, the plot and the selection at the common point compare "
+        "trials at an epoch they all reached (docs/analysis.md, \"The common point\").")
+    return [Section("search", f"Search `{sweep}` on {dataset}", [about]),
+            Section("search", "Top trials", _top_trials(runs, metric, stage), level=3),
+            Section("search", "Sensitivity", _sensitivity(runs, epochs, sweep, dataset, metric), level=3),
+            Section("search", "Best configuration", _best_configuration(runs, dataset, metric), level=3),
+            Section("search", "Label-free model selection", _selection(runs, epochs, metric), level=3)]
+
+
+def _top_trials(runs: pd.DataFrame, metric: str, stage: str) -> list:
+    top = tables.top_trials(runs, metric, stage, TOP_TRIALS)
+    if top.empty:
+        return [Text(f"No trial has a {stage} value of `{metric}`.")]
+    return [Text(f"The {len(top)} best trials by {stage} `{metric}`, of any status (epochs says how long each ran), "
+                 "with every searched value and ACC, NMI and ARI of the fixed clustering."), Table(top)]
+
+
+def _sensitivity(runs: pd.DataFrame, epochs: pd.DataFrame, sweep: str, dataset: str, metric: str) -> list:
+    sensitivity = tables.sensitivity_table(runs, epochs, metric)
+    if sensitivity.empty:
+        return [Text("No config field varies among these trials: nothing to compare.")]
+    common = rungs.common_epoch(runs, epochs, metric)
+    compared = rungs.compared_epochs(runs, epochs, metric)
+    later = [epoch for epoch in compared if epoch != common]
+    if compared:
+        about = (f"Spearman's rho of each searched value with `{metric}` over the trials that had a value at each "
+                 "epoch, early-stopped ones included (n per column); positive: higher values go with a higher metric. "
+                 + (f"Epoch {common} is the common point, the last epoch every trial that ended normally reached"
+                    if common in compared else "No epoch was reached by every trial")
+                 + (f"; epoch {_and(later)}: where trials ended (ASHA's rungs, the last epoch), up to the last epoch "
+                    f"with at least {rungs.MIN_TRIALS} trials." if later else "."))
+    else:
+        about = f"No epoch has a value of `{metric}` for {rungs.MIN_TRIALS} trials: no correlation."
+    parts = [Text(about), Table(sensitivity)]
+    reached = len(rungs.at_epoch(runs, epochs, metric, common)) if common is not None else 0
+    importance = tables.importance_table(runs, epochs, metric)
+    if importance.empty:
+        parts.append(Text(
+            f"Importance (Optuna's fANOVA and mean-decrease-impurity evaluators) is left out: it needs at least "
+            f"{tables.MIN_IMPORTANCE_TRIALS} trials at the common point, and "
+            + (f"epoch {common} has {reached}." if common is not None else "there is none.")))
+    else:
+        parts += [Text(f"Importance of each searched value for `{metric}` at epoch {common} ({reached} trials), by "
+                       "Optuna's fANOVA and mean-decrease-impurity evaluators (seeded; each sums to 1 over the "
+                       "parameters):"), Table(importance)]
+    figure = plots.search_figure(runs, epochs, metric)
+    if figure is not None:
+        parts.append(Plot(SEARCH_FIGURE.format(sweep=_slug(sweep), dataset=_slug(dataset)), figure))
+    return parts
+
+
+def _best_configuration(runs: pd.DataFrame, dataset: str, metric: str) -> list:
+    try:
+        best = best_trial(runs, metric)
+    except MixemError as error:
+        return [Text(str(error))]
+    run = commands(best, CONFIRM_SEEDS)
+    return [Text(f"Trial `{best['trial_id']}`, the finished trial with the best final `{metric}` "
+                 f"({best[f'final/{metric}']:.3f}), as the fields that differ from the {dataset} preset: train it "
+                 f"again, and confirm it over {CONFIRM_SEEDS} seeds (preset `given`, shown in the main results)."),
+            Code([run["train"], run["confirm"]])]
+
+
+def _selection(runs: pd.DataFrame, epochs: pd.DataFrame, metric: str) -> list:
+    parts = [Text("How well each label-free score would have picked among these trials, judged by ACC of the fixed "
+                  "clustering: Spearman and Kendall of the score, oriented by its direction (`better`), with ACC "
+                  "(1: the same ranking, -1: the reverse), the trial with the best score (`picks`), and the regret of "
+                  "picking it: ACC of the best trial by ACC minus its ACC. Sorted by regret, then Spearman.")]
+    common = rungs.common_epoch(runs, epochs, metric)
+    for point, (frame, stage) in selection.search_points(runs, epochs, metric).items():
+        where = (f"At the final evaluation of the {len(frame)} finished trials" if point == "final" else
+                 f"At epoch {common}, the common point, over the {len(frame)} trials that reached it")
+        best = selection.best_by_acc(frame, stage)
+        if best is None:
+            parts.append(Text(f"{where}: no trial has an ACC."))
+        else:
+            parts += [Text(f"{where}; the best by ACC is `{best[0]}` ({best[1]:.3f}):"),
+                      Table(selection.selection_table(frame, stage))]
+    return parts
+
+
+def not_shown(trials: pd.DataFrame, metric: str) -> str | None:
+    """The line at the top of the report: which tables are left out, or rows left empty, for want of
+    runs, and the command that runs them; None when nothing is missing."""
+    items = []
+    for dataset in sorted(trials["dataset"].unique()):
+        runs = trials[trials["dataset"] == dataset]
+        ran = set(runs["preset"])
+        ablate = f"python tune/ablate.py --dataset {dataset} --presets "
+        main = "the MIX'EM and SimCLR rows of the main results" if "given" in ran else "the main results"
+        for presets, whole, rows in (
+            (LOSS_ABLATION, f"{main}, the loss and K-means ablations and the paper's claims", "the loss-ablation rows"),
+            (COMPONENT_ABLATION, "the component count", "the component-count rows"),
+        ):
+            missing = [preset for preset in presets if preset not in ran]
+            if missing:
+                what = whole if len(missing) == len(presets) else f"{rows} {', '.join(missing)}"
+                items.append(f"{what} (run `{ablate}{','.join(missing)}`)")
+        searches = runs[runs["preset"] == ""]
+        if searches.empty:
+            items.append(f"the searches, their label-free model selection and the best searched configuration "
+                         f"(run `python tune/sweep.py --dataset {dataset}`, then the confirm command of "
+                         f"`python -m analysis.best OUTPUT`)")
+        elif "given" not in ran:
+            try:
+                confirm = f"run `{commands(best_trial(searches, metric), CONFIRM_SEEDS)['confirm']}`"
+            except MixemError:
+                confirm = "let a search finish a trial first"
+            items.append(f"the best searched configuration over seeds in the main results ({confirm})")
+    return "Left out or empty for want of runs: " + "; ".join(items) + "." if items else None
+
+
+def describe_runs(trials: pd.DataFrame, metric: str, stage: str) -> str:
+    """The report's opening paragraph: where the runs come from and how cells read."""
+    sweeps = []
+    for sweep, runs in trials.groupby("sweep", sort=True):
+        sweeps.append(f"`{sweep}` ({len(runs)} trials: {tables.status_counts(runs)})")
+    when = {"final": "at the last evaluation of each trial",
+            "best": "at the evaluation where each sweep's --metric was best (picked with the labels when the metric "
+                    "uses them, so optimistic)"}[stage]
+    better = "higher" if metric_mode(metric) == "max" else "lower"
+    return (f"Sweeps: {', '.join(sweeps)}. Searches are ranked by {_named(metric)} ({better} is better). Metrics "
+            f"are read {when}. Every ACC, NMI and ARI is of one clustering fixed before any sweep ran, "
+            f"`{FIXED_VARIANT}` (K-means initialised with the mixture components' means, on the L2-normalised "
+            f"embedding z), or `kmeans_z_l2` for the SimCLR head, which has no mixture components; `{ORACLE_METRIC}`, "
+            "the best ACC of all variants picked with the test labels, appears only as the labelled oracle. An "
+            "ablation cell is mean ± std over the finished trials (seeds) of its row, std with ddof=1, and n the "
+            "number of trials. See docs/analysis.md.")
+
+
+def _named(metric: str) -> str:
+    """The metric as the report names it: in backticks, and an oracle said to be one."""
+    return f"`{metric}` (the test-label oracle)" if metric == ORACLE_METRIC else f"`{metric}`"
+
+
+def _and(items) -> str:
+    items = [str(item) for item in items]
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
+def _slug(text: str) -> str:
+    return "".join(character if character.isalnum() or character in "-." else "-" for character in text)
+
+
+def _cell_text(value) -> str:
+    return tables.number(value) if isinstance(value, float) else str(value)
 
 
 def markdown_table(table: pd.DataFrame) -> str:
     def row(cells) -> str:
-        return "| " + " | ".join(str(value).replace("|", "\\|") for value in cells) + " |"
+        return "| " + " | ".join(_cell_text(value).replace("|", "\\|") for value in cells) + " |"
 
     lines = [row(table.columns), "|" + "|".join("---" for _ in table.columns) + "|"]
     return "\n".join(lines + [row(values) for values in table.itertuples(index=False)])
 
 
-def render_markdown(sections: list[Section], header: str) -> str:
-    parts = ["# MIX'EM sweep report", header]
+def render_markdown(sections: list[Section], header: list[str]) -> str:
+    parts = ["# MIX'EM sweep report", *header]
     for section in sections:
-        parts += [f"## {section.title}", section.about]
-        if section.table is not None:
-            parts.append(markdown_table(section.table) if len(section.table) else f"_{section.empty}_")
-        parts += [f"![{name}]({name})" for name, figure in section.figures.items() if figure is not None]
+        parts.append(f"{'#' * section.level} {section.title}")
+        for part in section.parts:
+            if isinstance(part, Text):
+                parts.append(part.text)
+            elif isinstance(part, Table):
+                parts.append(markdown_table(part.frame))
+            elif isinstance(part, Code):
+                parts.append("```bash\n" + "\n".join(part.lines) + "\n```")
+            else:
+                parts.append(f"![{part.name}]({part.name})")
     return "\n\n".join(parts) + "\n"
 
 
@@ -111,56 +324,77 @@ def latex_table(table: pd.DataFrame, caption: str) -> str:
              r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%",
              rf"\begin{{tabular}}{{{'l' * len(table.columns)}}}", r"\toprule",
              " & ".join(map(latex_escape, table.columns)) + r" \\", r"\midrule"]
-    lines += [" & ".join(map(latex_escape, values)) + r" \\" for values in table.itertuples(index=False)]
+    lines += [" & ".join(latex_escape(_cell_text(value)) for value in values) + r" \\"
+              for values in table.itertuples(index=False)]
     lines += [r"\bottomrule", r"\end{tabular}}", r"\end{table}"]
     return "\n".join(lines)
 
 
-def render_latex(sections: list[Section], header: str) -> str:
+def render_latex(sections: list[Section], header: list[str]) -> str:
     parts = [r"\documentclass{article}", r"\usepackage[margin=2cm]{geometry}",
              r"\usepackage{booktabs,graphicx}", r"\begin{document}", r"\section*{MIX'EM sweep report}",
-             latex_escape(header)]
+             *map(latex_escape, header)]
+    parent = ""
     for section in sections:
-        parts += [rf"\subsection*{{{latex_escape(section.title)}}}", latex_escape(section.about)]
-        if section.table is not None:
-            parts.append(latex_table(section.table, section.title) if len(section.table)
-                         else latex_escape(section.empty))
-        parts += [rf"\includegraphics[width=\linewidth]{{{name}}}" for name, figure in section.figures.items()
-                  if figure is not None]
+        parent = section.title if section.level == 2 else parent
+        caption = section.title if section.level == 2 else f"{parent}: {section.title}"
+        command = "subsection" if section.level == 2 else "subsubsection"
+        parts.append(rf"\{command}*{{{latex_escape(section.title)}}}")
+        for part in section.parts:
+            if isinstance(part, Text):
+                parts.append(latex_escape(part.text))
+            elif isinstance(part, Table):
+                parts.append(latex_table(part.frame, caption))
+            elif isinstance(part, Code):
+                # Shell continuations keep long commands on the page and still paste into a shell.
+                wrapped = [" \\\n    ".join(textwrap.wrap(line, 90, break_long_words=False, break_on_hyphens=False))
+                           for line in part.lines]
+                parts.append("{\\small\n\\begin{verbatim}\n" + "\n".join(wrapped) + "\n\\end{verbatim}\n}")
+            else:
+                parts.append(rf"\includegraphics[width=\linewidth]{{{part.name}}}")
     parts.append(r"\end{document}")
     return "\n\n".join(parts) + "\n"
 
 
-def describe_runs(trials: pd.DataFrame, stage: str) -> str:
-    """The report's opening paragraph: where the runs come from and how cells read."""
-    sweeps = []
-    for sweep, runs in trials.groupby("sweep", sort=True):
-        counts = runs["status"].value_counts()
-        statuses = ", ".join(f"{counts[status]} {status}" for status in sorted(counts.index))
-        sweeps.append(f"`{sweep}` ({len(runs)} trials: {statuses})")
-    when = {"final": "at the last evaluation of each trial",
-            "best": "at the epoch where acc_max peaked (chosen with the labels, so optimistic)"}[stage]
-    return (f"Sweeps: {', '.join(sweeps)}. Metrics are read {when}. A cell is mean ± std over the finished trials "
-            f"(seeds) of its row, std with ddof=1, and n the number of trials; where a row reports one clustering, "
-            f"it is the K-means variant with the highest mean ACC, named in the row. See docs/analysis.md.")
+def resolve_metric(paths, metric: str | None) -> str:
+    """``metric``, or the --metric of the first sweep folder (its sweep.json); MixemError if it is
+    not a score of an evaluation."""
+    if metric is None:
+        first = Path(paths[0])
+        folder = first if first.is_dir() else first.parent
+        if not (folder / SETTINGS_FILE).is_file():
+            raise MixemError(f"{folder} holds no {SETTINGS_FILE} to read the sweep's --metric from; pass --metric.")
+        metric = sweep_metric(folder)
+    if metric not in SCORE_KEYS:
+        raise MixemError(f"--metric {metric} is not a score of an evaluation; pass a key of "
+                         f"mixem.scores.METRIC_KEYS or VALIDATION_KEYS, e.g. {FIXED_VARIANT}_acc or val_loss.")
+    return metric
 
 
-def write_report(paths: list[str | Path], out: str | Path | None = None, stage: str = "final") -> Path:
-    """Build the report of the sweep folders ``paths`` into ``out`` (the first folder by default)
-    and return the path of its Markdown file."""
+def write_report(paths: list[str | Path], out: str | Path | None = None, stage: str = "final",
+                 metric: str | None = None) -> Path:
+    """Build the report of the sweep folders ``paths`` into ``out`` (the first folder by default),
+    searches ranked by ``metric`` (by default the first folder's --metric), and return the path of
+    its Markdown file."""
     trials, epochs = load_runs(*paths), load_epochs(*paths)
-    sections = build_sections(trials, epochs, stage)
-    header = describe_runs(trials, stage)
+    metric = resolve_metric(paths, metric)
     first = Path(paths[0])
     out = Path(out) if out is not None else (first if first.is_dir() else first.parent)
+    if out.exists() and not out.is_dir():
+        raise MixemError(f"--out {out} is a file; pass a folder to write the report into.")
+    sections = build_sections(trials, epochs, metric, stage)
+    missing = not_shown(trials, metric)
+    header = [describe_runs(trials, metric, stage), *([missing] if missing else [])]
+    plotted = {part.name: part.figure for section in sections for part in section.parts if isinstance(part, Plot)}
     try:
         out.mkdir(parents=True, exist_ok=True)
-        for section in sections:
-            for name, figure in section.figures.items():
-                if figure is None:
-                    (out / name).unlink(missing_ok=True)  # a figure of an earlier report would mislead
-                else:
-                    write_atomic(out / name, partial(figure.savefig, format="png", dpi=110))
+        # A figure of an earlier report that this one does not draw would mislead.
+        stale = [out / name for name in FIGURE_FILES] + sorted(out.glob(SEARCH_FIGURE.format(sweep="*", dataset="*")))
+        for path in stale:
+            if path.name not in plotted:
+                path.unlink(missing_ok=True)
+        for name, figure in plotted.items():
+            write_atomic(out / name, partial(figure.savefig, format="png", dpi=110))
         write_atomic(out / LATEX_FILE, render_latex(sections, header))
         write_atomic(out / MARKDOWN_FILE, render_markdown(sections, header))
     except OSError as error:
@@ -174,12 +408,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sweeps", nargs="+", metavar="DIR",
                         help="sweep output folders (--output of tune/sweep.py or tune/ablate.py), read together")
     parser.add_argument("--out", type=Path, help="folder to write the report into (default: the first DIR)")
+    parser.add_argument("--metric", help="score to rank searches by, a key of mixem.scores.METRIC_KEYS or "
+                        "VALIDATION_KEYS (default: the first DIR's --metric, from its sweep.json)")
     parser.add_argument("--stage", choices=tables.STAGES, default="final",
-                        help="read metrics at the last evaluation (final) or at the epoch where acc_max peaked "
-                             "(best) (default: %(default)s)")
+                        help="read metrics at the last evaluation (final) or at the evaluation where the sweep's "
+                             "--metric was best (best) (default: %(default)s)")
     args = parser.parse_args(argv)
     try:
-        report = write_report(args.sweeps, args.out, args.stage)
+        report = write_report(args.sweeps, args.out, args.stage, args.metric)
     except MixemError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -14,16 +14,17 @@ import pyarrow.parquet as pq
 
 from mixem.config import LOSS_WEIGHTS
 from mixem.errors import MixemError
-from mixem.scores import METRIC_KEYS
+from mixem.scores import SCORE_KEYS
+from tune.results import EPOCHS_FILE, TRIALS_FILE
 
-TRIALS_FILE = "trials.parquet"
-EPOCHS_FILE = "epochs.parquet"
 CONFIG_COLUMNS = [f"config/{name}" for name in ("dataset", "seed", "head", "num_components", *LOSS_WEIGHTS,
-                                                  "instance_form")]
+                                                  "instance_form", "epochs")]
+# Every score an evaluation records: the clustering scores, then the label-free validation losses.
 TRIAL_COLUMNS = (["trial_id", "preset", "dataset", "status", "error", *CONFIG_COLUMNS]
-                 + [f"{stage}/{key}" for stage in ("final", "best") for key in METRIC_KEYS]
+                 + [f"{stage}/{key}" for stage in ("final", "best") for key in SCORE_KEYS]
                  + ["epochs", "wall_seconds", "gpu_seconds", "cpu_seconds"])
-EPOCH_COLUMNS = ["trial_id", "preset", "epoch", "loss_total", *METRIC_KEYS]
+# Columns the analysis reads; others (trial_seconds, train_images, ...) are kept as they come.
+EPOCH_COLUMNS = ["trial_id", "preset", "epoch", "loss_total", *SCORE_KEYS]
 _FIX = "pass the --output folder of a tune/sweep.py or tune/ablate.py run"
 
 
@@ -36,9 +37,11 @@ def load_runs(*paths: str | Path) -> pd.DataFrame:
         opt    3f2a_001           digits   errored   OOM..  seed=0 w_pull=.3  NaN          NaN         4       51.0
 
     ``sweep`` names the folder a row came from; every other column is the sweep's (README, "Results"):
-    ``preset`` is "" outside an ablation; ``config/<field>`` is every flat config field;
-    ``final/<M>`` is a metric at the last evaluation and ``best/<M>`` at the epoch where ``acc_max``
-    peaked, for every ``M`` in ``mixem.scores.METRIC_KEYS`` (e.g. ``kmeans_h_l2_acc``);
+    ``preset`` is "" in a search, an ablation preset otherwise ("given": the configuration --space
+    fixed); ``config/<field>`` is every flat config field; ``final/<M>`` is a score at the last
+    evaluation and ``best/<M>`` at the evaluation where the sweep's --metric was best, for every
+    ``M`` in ``SCORE_KEYS`` (``mixem.scores.METRIC_KEYS``, e.g. ``kmeans_h_l2_acc``, then
+    ``VALIDATION_KEYS``, e.g. ``val_loss``);
     ``*_seconds`` are ``wall_seconds``, ``gpu_seconds`` (wall x GPUs held), ``cpu_seconds``.
     Raises MixemError (one sentence naming the fix) for a path that does not exist, a folder
     without trials, or a file that is not a sweep's.
@@ -65,8 +68,9 @@ def load_epochs(*paths: str | Path) -> pd.DataFrame:
         abl    mixem_s0  mixem   1      5.91        ...                 13.2           0.0           NaN
         abl    mixem_s0  mixem   2      5.42        ...                 13.0           4.1           0.61
 
-    Metrics ``<M>`` (every key of ``mixem.scores.METRIC_KEYS``) are NaN at epochs that were not
-    evaluated. Join to ``load_runs`` on (sweep, trial_id).
+    Scores ``<M>`` (every key of ``SCORE_KEYS``) are NaN at epochs that were not evaluated. Columns
+    this version does not read (``trial_seconds``, absent from older sweeps) are kept when present.
+    Join to ``load_runs`` on (sweep, trial_id).
     """
     frames = [_read(file, EPOCH_COLUMNS).assign(sweep=label) for label, file in _resolve(paths, EPOCHS_FILE)]
     epochs = pd.concat(frames, ignore_index=True)

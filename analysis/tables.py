@@ -1,16 +1,20 @@
-"""The report's tables, one function each, from the trials frame of ``analysis.runs.load_runs``.
+"""The report's tables, one function each, from the frames of ``analysis.runs``.
 
 Conventions shared by every table (docs/analysis.md explains them):
 
-- A row averages the *finished* trials it holds (its seeds); early-stopped and errored trials
-  only count in ``cost_table``. A cell reads ``mean ± std (n=N)``, std over seeds with ddof=1;
-  one seed reads ``0.812 (n=1)``; no value at all reads "—".
+- An ablation row averages the *finished* trials it holds (its seeds); early-stopped and errored
+  trials only count in ``cost_table``. A cell reads ``mean ± std (n=N)``, std over seeds with
+  ddof=1; one seed reads ``0.812 (n=1)``; no value at all reads "—".
 - Metrics are read at ``stage="final"``, the last evaluation of each trial. ``stage="best"``
-  reads them at the epoch where ``acc_max`` peaked, an epoch picked with the labels, so optimistic.
-- Where a row reports one clustering (main, loss, component and sensitivity tables), it is the
-  K-means variant (k-means++ or component-mean init, any representation, raw or L2) with the
-  highest mean ACC over that row's trials, and the table names it; NMI and ARI are that
-  variant's. Choosing with the labels flatters every row alike; the K-means table shows them all.
+  reads them at the evaluation where the sweep's --metric was best: an epoch picked with the
+  labels when the metric uses them, so optimistic.
+- One clustering is reported, fixed before any sweep ran: ``mixem.scores.FIXED_VARIANT``
+  (``compinit_z_l2``), or ``kmeans_z_l2`` for runs of the SimCLR head, which has no mixture
+  components to initialise K-means with (``reported_variant``). No table picks a variant by its
+  ACC; the K-means ablation shows every variant side by side, and ``acc_max`` (the best variant
+  per trial, chosen with the test labels) appears only as the labelled oracle.
+- A search's tables (``top_trials``, ``sensitivity_table``, ``importance_table``) take the
+  trials of one search (``search_runs``) and rank by the sweep's metric in its direction.
 """
 
 from __future__ import annotations
@@ -22,16 +26,18 @@ import optuna
 import pandas as pd
 from scipy.stats import spearmanr
 
-from mixem.config import LOSS_WEIGHTS
+from analysis import rungs
+from mixem.config import FIELDS
 from mixem.presets import ABLATIONS, COMPONENT_ABLATION, LOSS_ABLATION
-from mixem.scores import NORMS, REPRESENTATIONS, VARIANTS
+from mixem.scores import FIXED_VARIANT, NORMS, ORACLE_METRIC, REPRESENTATIONS, metric_mode
 
 STAGES = ("final", "best")
-KMEANS_VARIANTS = [variant for variant in VARIANTS if variant.startswith(("kmeans_", "compinit_"))]
 EMPTY = "—"
 NO_RUN = "no finished run"
 METRIC_COLUMNS = {"ACC": "acc", "NMI": "nmi", "ARI": "ari"}
-CLUSTERING_COLUMNS = ["K-means variant", *METRIC_COLUMNS]
+# The SimCLR head has no pi, hence no component-mean init: its runs report the same clustering
+# without it, k-means++ on the L2-normalised z.
+SIMCLR_VARIANT = "kmeans_z_l2"
 
 # What each row of the loss ablation adds to the one above it (mixem.presets holds the overrides).
 LOSS_ROWS = {
@@ -42,24 +48,33 @@ LOSS_ROWS = {
     "mixem": "+ (iii) associative: full MIX'EM",
     "mixem_entropy": "full, (ii) as the paper's entropy",
 }
-MAIN_METHODS = {"mixem": "MIX'EM", "simclr": "SimCLR"}
-# The paper's ACC (abstract). Its SimCLR baseline clusters L2-normalised representations; it does
-# not say which representation gave MIX'EM's numbers, so those stand beside both norms.
+# The main table's rows: per method (preset), the clusterings shown for its head.
+MAIN_METHODS = {"mixem": "MIX'EM", "simclr": "SimCLR", "given": "best searched configuration"}
+MAIN_CLUSTERINGS = {
+    "mixture": {FIXED_VARIANT: f"{FIXED_VARIANT} (fixed)", "kmeans_z_l2": "kmeans_z_l2 (k-means++ init)"},
+    "simclr": {SIMCLR_VARIANT: f"{SIMCLR_VARIANT} (fixed, no component init)",
+               "kmeans_h_l2": "kmeans_h_l2 (the paper's SimCLR baseline)"},
+}
+# The paper's ACC (abstract), beside the clustering it reports: MIX'EM's own pipeline, and for its
+# SimCLR baseline K-means on the L2-normalised representations.
 PUBLISHED_ACC = {
     ("mixem", "stl10"): 0.78,
     ("mixem", "cifar10"): 0.82,
     ("mixem", "cifar100-20"): 0.44,
     ("simclr", "stl10"): 0.70,
 }
-PUBLISHED_NORM = {"simclr": "l2"}
+PUBLISHED_VARIANT = {"mixem": FIXED_VARIANT, "simclr": "kmeans_h_l2"}
+ORACLE_COLUMN = f"oracle ACC ({ORACLE_METRIC})"
 CLUSTERINGS = {"kmeans": "k-means++", "compinit": "component-mean init", "argmax": "argmax pi"}
 # Optuna's importance evaluators, seeded so that a report is reproducible.
 IMPORTANCE_EVALUATORS = {
     "fANOVA": lambda: optuna.importance.FanovaImportanceEvaluator(seed=0),
     "MDI": lambda: optuna.importance.MeanDecreaseImpurityImportanceEvaluator(seed=0),
 }
+# Importances from fewer trials than this are noise; the report says so instead.
+MIN_IMPORTANCE_TRIALS = 8
 # Config fields that are not hyperparameters of a search.
-NOT_SEARCHED = ("dataset", "seed")
+NOT_SEARCHED = ("dataset",)
 
 
 def cell(values) -> str:
@@ -76,25 +91,38 @@ def finished(trials: pd.DataFrame) -> pd.DataFrame:
     return trials[trials["status"] == "finished"]
 
 
-def best_variant(trials: pd.DataFrame, stage: str = "final", candidates=KMEANS_VARIANTS) -> str | None:
-    """The candidate variant with the highest mean ACC over ``trials`` (the first in ``VARIANTS``
-    order on a tie), or None when none has a value."""
-    means = {variant: trials[f"{stage}/{variant}_acc"].mean() for variant in candidates}
-    means = {variant: mean for variant, mean in means.items() if not math.isnan(mean)}
-    return max(means, key=means.get) if means else None
+def reported_variant(head: str) -> str:
+    """The clustering reported for a run of ``head``: the fixed variant, or ``kmeans_z_l2`` for SimCLR."""
+    return SIMCLR_VARIANT if head == "simclr" else FIXED_VARIANT
 
 
-def metric_cells(trials: pd.DataFrame, variant: str | None, stage: str = "final") -> dict[str, str]:
-    """``{"ACC", "NMI", "ARI"}`` cells of one clustering variant over ``trials``."""
-    if variant is None:
-        return dict.fromkeys(METRIC_COLUMNS, EMPTY)
-    return {column: cell(trials[f"{stage}/{variant}_{metric}"]) for column, metric in METRIC_COLUMNS.items()}
+def variant_label(head: str) -> str:
+    """The reported clustering, named as a table shows it."""
+    return MAIN_CLUSTERINGS[head][reported_variant(head)] if head in MAIN_CLUSTERINGS else FIXED_VARIANT
 
 
-def clustering_cells(trials: pd.DataFrame, stage: str = "final", candidates=KMEANS_VARIANTS) -> dict[str, str]:
-    """The best candidate variant's name and its cells (see the module docstring)."""
-    variant = best_variant(trials, stage, candidates)
-    return {"K-means variant": variant or NO_RUN, **metric_cells(trials, variant, stage)}
+def head_of(runs: pd.DataFrame, preset: str) -> str:
+    """The projection head of ``runs`` (one preset's trials), or of ``preset`` when there are none."""
+    if not runs.empty:
+        return runs["config/head"].iloc[0]
+    return ABLATIONS.get(preset, {}).get("head", FIELDS["head"].default)
+
+
+def fixed_scores(runs: pd.DataFrame, stage: str | None, metric: str) -> pd.Series:
+    """Per row, ``metric`` ("acc", "nmi" or "ari") of its trial's reported clustering
+    (``reported_variant`` of ``config/head``), read from ``{stage}/<score>``, or from ``<score>``
+    for stage None (the rows of epochs.parquet)."""
+    prefix = f"{stage}/" if stage else ""
+    simclr = runs["config/head"] == "simclr"
+    return runs[f"{prefix}{FIXED_VARIANT}_{metric}"].where(~simclr, runs[f"{prefix}{SIMCLR_VARIANT}_{metric}"])
+
+
+def metric_cells(runs: pd.DataFrame, variant: str, stage: str) -> dict[str, str]:
+    """``{"ACC", "NMI", "ARI"}`` cells of one clustering variant over ``runs`` (finished trials);
+    ACC reads "no finished run" when there are none."""
+    if runs.empty:
+        return {"ACC": NO_RUN, "NMI": EMPTY, "ARI": EMPTY}
+    return {column: cell(runs[f"{stage}/{variant}_{metric}"]) for column, metric in METRIC_COLUMNS.items()}
 
 
 def _check_stage(stage: str) -> None:
@@ -107,41 +135,52 @@ def _datasets_with(trials: pd.DataFrame, presets) -> list[str]:
     return sorted(trials.loc[trials["preset"].isin(presets), "dataset"].unique())
 
 
-def main_table(trials: pd.DataFrame, stage: str = "final") -> pd.DataFrame:
-    """Per dataset, full MIX'EM and the SimCLR baseline (presets "mixem", "simclr"), K-means on raw
-    and on L2-normalised representations, beside the paper's ACC where the dataset matches."""
+def main_table(trials: pd.DataFrame, stage: str) -> pd.DataFrame:
+    """Per dataset, full MIX'EM (preset "mixem") and the SimCLR baseline ("simclr"), each with its
+    fixed clustering and one more (``MAIN_CLUSTERINGS``), beside the test-label oracle and the
+    paper's ACC where the dataset matches; then the runs of preset "given" (a searched configuration
+    confirmed over seeds), one group per sweep folder, as "best searched configuration"."""
     _check_stage(stage)
     done = finished(trials)
     rows = []
     for dataset in _datasets_with(trials, list(MAIN_METHODS)):
-        for preset, method in MAIN_METHODS.items():
-            runs = done[(done["dataset"] == dataset) & (done["preset"] == preset)]
-            for norm in NORMS:
-                candidates = [variant for variant in KMEANS_VARIANTS if variant.endswith(f"_{norm}")]
+        of_dataset = trials[trials["dataset"] == dataset]
+        groups = [(preset, method, done[(done["dataset"] == dataset) & (done["preset"] == preset)])
+                  for preset, method in MAIN_METHODS.items() if preset != "given"]
+        given_sweeps = sorted(of_dataset.loc[of_dataset["preset"] == "given", "sweep"].unique())
+        for sweep in given_sweeps:
+            label = MAIN_METHODS["given"] + (f" ({sweep})" if len(given_sweeps) > 1 else "")
+            runs = done[(done["dataset"] == dataset) & (done["preset"] == "given") & (done["sweep"] == sweep)]
+            groups.append(("given", label, runs))
+        for preset, method, runs in groups:
+            for variant, clustering in MAIN_CLUSTERINGS[head_of(runs, preset)].items():
                 published = PUBLISHED_ACC.get((preset, dataset))
-                shown = published is not None and PUBLISHED_NORM.get(preset, norm) == norm
-                rows.append({"dataset": dataset, "method": method, "norm": norm,
-                             **clustering_cells(runs, stage, candidates),
+                shown = published is not None and PUBLISHED_VARIANT[preset] == variant
+                rows.append({"dataset": dataset, "method": method, "clustering": clustering,
+                             **metric_cells(runs, variant, stage),
+                             ORACLE_COLUMN: cell(runs[f"{stage}/{ORACLE_METRIC}"]) if not runs.empty else EMPTY,
                              "paper ACC": f"{published:.2f}" if shown else ""})
-    return pd.DataFrame(rows, columns=["dataset", "method", "norm", *CLUSTERING_COLUMNS, "paper ACC"])
+    return pd.DataFrame(rows, columns=["dataset", "method", "clustering", *METRIC_COLUMNS, ORACLE_COLUMN,
+                                       "paper ACC"])
 
 
-def loss_table(trials: pd.DataFrame, stage: str = "final") -> pd.DataFrame:
+def loss_table(trials: pd.DataFrame, stage: str) -> pd.DataFrame:
     """The loss ablation: one row per preset of ``LOSS_ABLATION``, in order, from contrastive only
-    to full MIX'EM, then the code form of term (ii). For every dataset with any of these presets,
-    a preset without a finished trial stays in its place, marked "no finished run"."""
+    to full MIX'EM, then the code form of term (ii); each row's reported clustering. For every
+    dataset with any of these presets, a preset without a finished trial keeps its row, marked."""
     _check_stage(stage)
     done = finished(trials)
     rows = []
     for dataset in _datasets_with(trials, LOSS_ABLATION):
         for preset in LOSS_ABLATION:
             runs = done[(done["dataset"] == dataset) & (done["preset"] == preset)]
+            head = head_of(runs, preset)
             rows.append({"dataset": dataset, "preset": preset, "terms": LOSS_ROWS[preset],
-                         **clustering_cells(runs, stage)})
-    return pd.DataFrame(rows, columns=["dataset", "preset", "terms", *CLUSTERING_COLUMNS])
+                         "clustering": variant_label(head), **metric_cells(runs, reported_variant(head), stage)})
+    return pd.DataFrame(rows, columns=["dataset", "preset", "terms", "clustering", *METRIC_COLUMNS])
 
 
-def kmeans_table(trials: pd.DataFrame, stage: str = "final", presets=("mixem", "simclr")) -> pd.DataFrame:
+def kmeans_table(trials: pd.DataFrame, stage: str, presets=("mixem", "simclr")) -> pd.DataFrame:
     """The K-means ablation: every clustering of the representations h, z and dom (k-means++ vs
     component-mean init, raw vs L2), and argmax pi, for the runs of each of ``presets``. Variants a
     run does not have (the SimCLR head has no pi, hence no component init) are left out."""
@@ -152,6 +191,8 @@ def kmeans_table(trials: pd.DataFrame, stage: str = "final", presets=("mixem", "
     for dataset in sorted(done["dataset"].unique()):
         for preset in presets:
             runs = done[(done["dataset"] == dataset) & (done["preset"] == preset)]
+            if runs.empty:
+                continue
             for rep, norm, method in [*order, ("pi", EMPTY, "argmax")]:
                 variant = "argmax_pi" if method == "argmax" else f"{method}_{rep}_{norm}"
                 cells = metric_cells(runs, variant, stage)
@@ -161,9 +202,9 @@ def kmeans_table(trials: pd.DataFrame, stage: str = "final", presets=("mixem", "
     return pd.DataFrame(rows, columns=["dataset", "preset", "representation", "norm", "clustering", *METRIC_COLUMNS])
 
 
-def component_table(trials: pd.DataFrame, stage: str = "final") -> pd.DataFrame:
+def component_table(trials: pd.DataFrame, stage: str) -> pd.DataFrame:
     """The component count: runs of the presets ``COMPONENT_ABLATION`` grouped by K
-    (``config/num_components``); a preset without a finished trial keeps its row, marked."""
+    (``config/num_components``), the fixed clustering; a preset without a finished trial keeps its row."""
     _check_stage(stage)
     done = finished(trials)
     rows = []
@@ -172,106 +213,9 @@ def component_table(trials: pd.DataFrame, stage: str = "final") -> pd.DataFrame:
         missing = [preset for preset in COMPONENT_ABLATION if preset not in set(runs["preset"])]
         counts = set(runs["config/num_components"]) | {ABLATIONS[preset]["num_components"] for preset in missing}
         for count in sorted(int(k) for k in counts):
-            rows.append({"dataset": dataset, "K": count,
-                         **clustering_cells(runs[runs["config/num_components"] == count], stage)})
-    return pd.DataFrame(rows, columns=["dataset", "K", *CLUSTERING_COLUMNS])
-
-
-def searched(trials: pd.DataFrame) -> pd.DataFrame:
-    """The finished trials of hyperparameter searches (preset ""), which the sensitivity uses."""
-    done = finished(trials)
-    return done[done["preset"] == ""]
-
-
-def varied_parameters(runs: pd.DataFrame) -> list[str]:
-    """The loss weights, then every other config field that takes more than one value in ``runs``."""
-    fields = [column.removeprefix("config/") for column in runs.columns if column.startswith("config/")]
-    others = [name for name in fields if name not in (*LOSS_WEIGHTS, *NOT_SEARCHED)
-              and runs[f"config/{name}"].nunique() > 1]
-    return [*LOSS_WEIGHTS, *sorted(others)]
-
-
-def sensitivity_table(trials: pd.DataFrame, stage: str = "final") -> pd.DataFrame:
-    """ACC against each searched hyperparameter, over the finished trials of searches (preset ""):
-    the range searched, Spearman's rank correlation with ACC, and the importance by Optuna's fANOVA
-    and mean-decrease-impurity evaluators (seeded, normalised to sum to 1 over the parameters).
-    ACC is one K-means variant for all trials of a dataset, the best by mean over them."""
-    _check_stage(stage)
-    runs_all = searched(trials)
-    rows = []
-    for dataset in sorted(runs_all["dataset"].unique()):
-        runs = runs_all[runs_all["dataset"] == dataset]
-        variant = best_variant(runs, stage)
-        if variant is None:
-            continue
-        runs = runs[runs[f"{stage}/{variant}_acc"].notna()]
-        acc = runs[f"{stage}/{variant}_acc"]
-        parameters = varied_parameters(runs)
-        importances = param_importances(runs, acc, parameters)
-        for name in parameters:
-            values = runs[f"config/{name}"]
-            fixed = values.nunique() < 2
-            ranked = not fixed and _is_number(values) and acc.nunique() > 1
-            rho = spearmanr(values.astype(float), acc).statistic if ranked else math.nan
-            rows.append({"dataset": dataset, "parameter": name, "values": _value_range(values), "trials": len(runs),
-                         "ACC variant": variant, "Spearman rho": _number(rho),
-                         **{evaluator: _number(math.nan if fixed else importance.get(name, math.nan))
-                            for evaluator, importance in importances.items()}})
-    return pd.DataFrame(rows, columns=["dataset", "parameter", "values", "trials", "ACC variant", "Spearman rho",
-                                       *IMPORTANCE_EVALUATORS])
-
-
-def param_importances(runs: pd.DataFrame, acc: pd.Series, parameters: list[str]) -> dict[str, dict[str, float]]:
-    """``{evaluator: {parameter: importance}}`` from Optuna's evaluators, on a study rebuilt from
-    ``runs`` (each a complete trial whose value is its ``acc``); empty for fewer than 2 trials."""
-    if len(runs) < 2:
-        return {evaluator: {} for evaluator in IMPORTANCE_EVALUATORS}
-    distributions = {name: _distribution(runs[f"config/{name}"]) for name in parameters}
-    verbosity = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "A new study created in memory" per table
-    try:
-        study = optuna.create_study(direction="maximize")
-        study.add_trials([
-            optuna.trial.create_trial(params={name: _python(row[f"config/{name}"]) for name in parameters},
-                                      distributions=distributions, value=float(value))
-            for (_, row), value in zip(runs.iterrows(), acc, strict=True)
-        ])
-        return {evaluator: optuna.importance.get_param_importances(study, evaluator=make(), params=parameters)
-                for evaluator, make in IMPORTANCE_EVALUATORS.items()}
-    finally:
-        optuna.logging.set_verbosity(verbosity)
-
-
-def _is_number(values: pd.Series) -> bool:
-    return pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
-
-
-def _value_range(values: pd.Series) -> str:
-    """"0.5 to 8", "0.1 (fixed)", or the choices of a categorical field."""
-    if values.nunique() < 2:
-        value = _python(values.iloc[0])
-        return f"{value:.3g} (fixed)" if _is_number(values) else f"{value} (fixed)"
-    if _is_number(values):
-        return f"{values.min():.3g} to {values.max():.3g}"
-    return ", ".join(sorted(map(str, values.unique())))
-
-
-def _distribution(values: pd.Series):
-    """The smallest Optuna distribution holding every value of one config column."""
-    if not _is_number(values):
-        return optuna.distributions.CategoricalDistribution(sorted(map(_python, values.unique()), key=str))
-    if pd.api.types.is_integer_dtype(values):
-        return optuna.distributions.IntDistribution(int(values.min()), int(values.max()))
-    return optuna.distributions.FloatDistribution(float(values.min()), float(values.max()))
-
-
-def _python(value):
-    """A NumPy scalar as the Python value Optuna expects."""
-    return value.item() if hasattr(value, "item") else value
-
-
-def _number(value: float) -> str:
-    return EMPTY if math.isnan(value) else f"{value:.3f}"
+            rows.append({"dataset": dataset, "K": count, "clustering": variant_label("mixture"),
+                         **metric_cells(runs[runs["config/num_components"] == count], FIXED_VARIANT, stage)})
+    return pd.DataFrame(rows, columns=["dataset", "K", "clustering", *METRIC_COLUMNS])
 
 
 def cost_table(trials: pd.DataFrame) -> pd.DataFrame:
@@ -294,21 +238,26 @@ def cost_table(trials: pd.DataFrame) -> pd.DataFrame:
 
 
 def _cost(runs: pd.DataFrame) -> dict:
-    counts = runs["status"].value_counts()
-    statuses = ", ".join(f"{counts[status]} {status}" for status in sorted(counts.index))
-    return {"trials": statuses, "epochs": int(runs["epochs"].sum()),
+    return {"trials": status_counts(runs), "epochs": int(runs["epochs"].sum()),
             **{column: f"{runs[seconds].sum() / 3600:.3g}" for column, seconds in
                (("GPU-hours", "gpu_seconds"), ("CPU-hours", "cpu_seconds"), ("wall-hours", "wall_seconds"))}}
 
 
-def claims_table(trials: pd.DataFrame, stage: str = "final") -> pd.DataFrame:
+def status_counts(runs: pd.DataFrame) -> str:
+    """"2 early_stopped, 4 finished": the trials of ``runs`` by status."""
+    counts = runs["status"].value_counts()
+    return ", ".join(f"{counts[status]} {status}" for status in sorted(counts.index))
+
+
+def claims_table(trials: pd.DataFrame, stage: str) -> pd.DataFrame:
     """The paper's three claims, checked on these runs; each row compares A against B:
 
     1. K-means initialised with the mixture components beats k-means++, in mean and in spread
        over seeds (runs of "mixem", each representation and norm): "yes" needs a higher mean and
        a smaller std; "mean only" / "spread only" say which half holds.
     2. K-means on L2-normalised SimCLR representations beats raw ones (runs of "simclr").
-    3. Each loss term adds accuracy (consecutive rows of the loss ablation, best variant each).
+    3. Each loss term adds accuracy: consecutive rows of the loss ablation, each its reported
+       clustering (the fixed variant; ``kmeans_z_l2`` for the SimCLR head).
     """
     _check_stage(stage)
     done = finished(trials)
@@ -349,9 +298,152 @@ def claims_table(trials: pd.DataFrame, stage: str = "final") -> pd.DataFrame:
             a_runs, b_runs = runs[runs["preset"] == after], runs[runs["preset"] == before]
             if a_runs.empty or b_runs.empty:
                 continue
-            a_variant, b_variant = best_variant(a_runs, stage), best_variant(b_runs, stage)
-            if a_variant is None or b_variant is None:
-                continue
+            a_variant, b_variant = reported_variant(head_of(a_runs, after)), reported_variant(head_of(b_runs, before))
             compare(dataset, "3 loss term", f"{after} ({a_variant})", a_runs[f"{stage}/{a_variant}_acc"],
                     f"{before} ({b_variant})", b_runs[f"{stage}/{b_variant}_acc"])
     return pd.DataFrame(rows, columns=["dataset", "claim", "A", "A ACC", "B", "B ACC", "holds"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Searches: the trials of preset "" of one sweep folder and dataset.
+
+
+def searches(trials: pd.DataFrame) -> list[tuple[str, str]]:
+    """``(sweep, dataset)`` of every search (trials of preset ""), sorted."""
+    runs = trials[trials["preset"] == ""]
+    return sorted(set(zip(runs["sweep"], runs["dataset"], strict=True)))
+
+
+def search_runs(trials: pd.DataFrame, epochs: pd.DataFrame, sweep: str, dataset: str
+                ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The trials and the epochs of one search (see ``searches``)."""
+    runs = trials[(trials["sweep"] == sweep) & (trials["dataset"] == dataset) & (trials["preset"] == "")]
+    return runs, epochs[(epochs["sweep"] == sweep) & epochs["trial_id"].isin(runs["trial_id"])]
+
+
+def searched_parameters(runs: pd.DataFrame) -> list[str]:
+    """The config fields that take more than one value among ``runs`` (a search's trials), in config order."""
+    fields = [column.removeprefix("config/") for column in runs.columns if column.startswith("config/")]
+    return [name for name in fields if name not in NOT_SEARCHED and runs[f"config/{name}"].nunique() > 1]
+
+
+def _ranked(values: pd.Series, metric: str) -> pd.Series:
+    """``values`` without NaN, best first by ``metric``'s direction; ties keep their order."""
+    return values.dropna().sort_values(ascending=metric_mode(metric) == "min", kind="stable")
+
+
+def top_trials(runs: pd.DataFrame, metric: str, stage: str, count: int) -> pd.DataFrame:
+    """The ``count`` best trials of a search by ``metric`` (at ``stage``), of any status: the trial,
+    every searched value, the metric (unless it is the fixed ACC itself), ACC, NMI and ARI of the
+    reported clustering, and the epochs it ran and how it ended."""
+    _check_stage(stage)
+    parameters = searched_parameters(runs)
+    best = runs.loc[_ranked(runs[f"{stage}/{metric}"], metric).index[:count]]
+    shown_metric = [] if metric == f"{FIXED_VARIANT}_acc" else [metric]
+    table = pd.DataFrame({"trial": best["trial_id"],
+                          **{name: best[f"config/{name}"].map(value_text) for name in parameters},
+                          **{key: best[f"{stage}/{key}"].map(number) for key in shown_metric},
+                          **{column: fixed_scores(best, stage, key).map(number)
+                             for column, key in METRIC_COLUMNS.items()},
+                          "epochs": best["epochs"], "status": best["status"]})
+    return table.reset_index(drop=True)
+
+
+def sensitivity_table(runs: pd.DataFrame, epochs: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Spearman's rho of each searched parameter with ``metric``, over the trials that reached each
+    compared epoch (``rungs.compared_epochs``: the common point and ASHA's rungs), early-stopped
+    trials included: one row per parameter, its values, then one column per epoch,
+    "epoch E (n=N)". A parameter that is not a number, or takes one value among a column's trials,
+    reads "—"."""
+    parameters = searched_parameters(runs)
+    table = pd.DataFrame({"parameter": parameters,
+                          "values": [value_range(runs[f"config/{name}"]) for name in parameters]})
+    for epoch in rungs.compared_epochs(runs, epochs, metric):
+        reached = rungs.at_epoch(runs, epochs, metric, epoch)
+        scores = reached[f"{rungs.AT}/{metric}"]
+        rhos = []
+        for name in parameters:
+            values = reached[f"config/{name}"]
+            ranked = is_number(values) and values.nunique() > 1 and scores.nunique() > 1
+            rhos.append(number(spearmanr(values.astype(float), scores).statistic if ranked else math.nan))
+        table[f"epoch {epoch} (n={len(reached)})"] = rhos
+    return table
+
+
+def importance_table(runs: pd.DataFrame, epochs: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The importance of each searched parameter for ``metric`` at the common point, by Optuna's
+    fANOVA and mean-decrease-impurity evaluators (seeded; each sums to 1 over the parameters), on a
+    study rebuilt from the trials that reached it. No rows below ``MIN_IMPORTANCE_TRIALS`` trials."""
+    columns = ["parameter", *IMPORTANCE_EVALUATORS]
+    epoch = rungs.common_epoch(runs, epochs, metric)
+    reached = rungs.at_epoch(runs, epochs, metric, epoch) if epoch is not None else runs.iloc[:0]
+    if len(reached) < MIN_IMPORTANCE_TRIALS:
+        return pd.DataFrame(columns=columns)
+    parameters = searched_parameters(runs)
+    varied = [name for name in parameters if reached[f"config/{name}"].nunique() > 1]
+    importances = param_importances(reached, reached[f"{rungs.AT}/{metric}"], varied, metric_mode(metric))
+    rows = [{"parameter": name, **{evaluator: number(importance.get(name, math.nan))
+                                   for evaluator, importance in importances.items()}} for name in parameters]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def param_importances(runs: pd.DataFrame, values: pd.Series, parameters: list[str], mode: str
+                      ) -> dict[str, dict[str, float]]:
+    """``{evaluator: {parameter: importance}}`` from Optuna's evaluators, on a study rebuilt from
+    ``runs`` (each a complete trial whose value is its ``values``), maximised or minimised (``mode``)."""
+    if not parameters:
+        return {evaluator: {} for evaluator in IMPORTANCE_EVALUATORS}
+    distributions = {name: _distribution(runs[f"config/{name}"]) for name in parameters}
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "A new study created in memory" per table
+    try:
+        study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
+        study.add_trials([
+            optuna.trial.create_trial(params={name: _python(row[f"config/{name}"]) for name in parameters},
+                                      distributions=distributions, value=float(value))
+            for (_, row), value in zip(runs.iterrows(), values, strict=True)
+        ])
+        return {evaluator: optuna.importance.get_param_importances(study, evaluator=make(), params=parameters)
+                for evaluator, make in IMPORTANCE_EVALUATORS.items()}
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+
+
+def is_number(values: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+
+
+def value_range(values: pd.Series) -> str:
+    """"0.5 to 8", "0.1 (fixed)", or the choices of a categorical field."""
+    if values.nunique() < 2:
+        return f"{value_text(values.iloc[0])} (fixed)"
+    if is_number(values):
+        return f"{value_text(values.min())} to {value_text(values.max())}"
+    return ", ".join(sorted(map(value_text, values.unique())))
+
+
+def value_text(value) -> str:
+    """A config value as a table shows it: 3 significant digits for a float."""
+    value = _python(value)
+    if isinstance(value, bool):
+        return str(value).lower()
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def _distribution(values: pd.Series):
+    """The smallest Optuna distribution holding every value of one config column."""
+    if not is_number(values):
+        return optuna.distributions.CategoricalDistribution(sorted(map(_python, values.unique()), key=str))
+    if pd.api.types.is_integer_dtype(values):
+        return optuna.distributions.IntDistribution(int(values.min()), int(values.max()))
+    return optuna.distributions.FloatDistribution(float(values.min()), float(values.max()))
+
+
+def _python(value):
+    """A NumPy scalar as the Python value Optuna expects."""
+    return value.item() if hasattr(value, "item") else value
+
+
+def number(value: float) -> str:
+    """A score or statistic with 3 decimals, "—" for NaN."""
+    return EMPTY if value is None or math.isnan(value) else f"{value:.3f}"

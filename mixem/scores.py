@@ -27,6 +27,8 @@ FIXED_VARIANT = "compinit_z_l2"
 ORACLE_METRIC = "acc_max"
 METRIC_KEYS = [f"{variant}_{metric}" for variant in VARIANTS for metric in METRICS] + [ORACLE_METRIC]
 VALIDATION_KEYS = ["val_loss", *(f"val_{term}" for term in LOSS_TERMS if term != "total")]
+# Every score of an evaluation: the clustering metrics (label-free silhouettes among them) and the validation loss.
+SCORE_KEYS = METRIC_KEYS + VALIDATION_KEYS
 
 
 def metric_mode(key: str) -> str:

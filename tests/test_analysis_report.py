@@ -6,16 +6,16 @@ After an intended change to the report, rewrite the golden file with
 """
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import nbformat
 import pandas as pd
 import pytest
-from nbclient import NotebookClient
 
-from analysis.report import main, write_report
+from analysis import notebook
+from analysis.report import build_sections, main, not_shown, write_report
 from analysis.runs import load_epochs, load_runs
 from mixem.errors import MixemError
 
@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
 SWEEPS = [FIXTURES / "ablation", FIXTURES / "search"]
 GOLDEN = FIXTURES / "golden_report.md"
+METRIC = "compinit_z_l2_acc"
 
 
 def test_report_equals_the_golden_file(tmp_path):
@@ -33,9 +34,42 @@ def test_report_equals_the_golden_file(tmp_path):
     assert text == GOLDEN.read_text()
     linked = [line[line.index("](") + 2 : -1] for line in text.splitlines() if line.startswith("![")]
     assert linked and all((tmp_path / name).stat().st_size > 0 for name in linked)
+    assert sorted(path.name for path in tmp_path.glob("*.png")) == sorted(linked)
     latex = (tmp_path / "report.tex").read_text()
     assert latex.count(r"\begin{tabular}") == text.count("\n|---")  # the same tables
+    assert latex.count(r"\begin{verbatim}") == text.count("```bash")
     assert r"\end{document}" in latex
+
+
+def test_golden_report_shows_the_search_sections_and_no_oracle_choice():
+    text = GOLDEN.read_text()
+    titles = [line for line in text.splitlines() if line.startswith("#")]
+    assert titles == ["# MIX'EM sweep report", "## Main results", "## Loss ablation", "## K-means ablation",
+                      "## Component count", "## The paper's claims", "## Search `search` on digits",
+                      "### Top trials", "### Sensitivity", "### Best configuration",
+                      "### Label-free model selection", "## Cost", "## Learning curves"]
+    assert "| 40ba9386 |" in text  # an early-stopped trial among the top trials
+    assert "| parameter | values | epoch 1 (n=6) | epoch 2 (n=4) |" in text  # early-stopped trials count at epoch 1
+    assert "python tune/ablate.py --dataset digits --presets given --seeds 3" in text
+    assert "At epoch 1, the common point, over the 6 trials" in text
+    assert "K-means variant" not in text and "_No runs" not in text
+    assert text.count("acc_max") == 3  # the header, the main results' text and its oracle column
+
+
+def test_report_reads_sweeps_with_trial_seconds(tmp_path):
+    """Sweeps of the current code also write trial_seconds into epochs.parquet; the report does not change."""
+    copies = []
+    for sweep in SWEEPS:
+        copy = tmp_path / "in" / sweep.name
+        shutil.copytree(sweep, copy)
+        epochs = pd.read_parquet(copy / "epochs.parquet")
+        epochs.assign(trial_seconds=epochs["epoch"] * 10.0).to_parquet(copy / "epochs.parquet")
+        copies.append(copy)
+    trials, epochs = load_runs(*copies), load_epochs(*copies)
+    assert "trial_seconds" in epochs.columns
+    sections = build_sections(trials, epochs, METRIC, "final")
+    reference = build_sections(load_runs(*SWEEPS), load_epochs(*SWEEPS), METRIC, "final")
+    assert [section.title for section in sections] == [section.title for section in reference]
 
 
 def test_load_runs_reads_several_folders_and_joins_epochs():
@@ -45,6 +79,35 @@ def test_load_runs_reads_several_folders_and_joins_epochs():
     assert len(joined) == len(epochs)
     with pytest.raises(MixemError, match="appears twice"):
         load_runs(SWEEPS[0], SWEEPS[0] / "trials.parquet")
+
+
+def test_sections_without_runs_are_left_out_and_named_with_their_command():
+    search = load_runs(SWEEPS[1])
+    keys = {section.key for section in build_sections(search, load_epochs(SWEEPS[1]), METRIC, "final")}
+    assert keys == {"search", "cost", "curves"}
+    line = not_shown(search, METRIC)
+    assert line.startswith("Left out or empty for want of runs: the main results, the loss and K-means ablations")
+    assert ("(run `python tune/ablate.py --dataset digits --presets simclr,mixture_only,entropy,entropy_instance,"
+            "mixem,mixem_entropy`)") in line
+    assert "the component count (run `python tune/ablate.py --dataset digits --presets k10,k20,k40`)" in line
+    assert "--presets given --seeds 3 --max-epochs 2 --space num_components=30" in line  # from the best trial
+
+    ablation = load_runs(SWEEPS[0])
+    keys = {section.key for section in build_sections(ablation, load_epochs(SWEEPS[0]), METRIC, "final")}
+    assert "search" not in keys and "main" in keys
+    line = not_shown(ablation, METRIC)
+    assert "the component-count rows k10, k40 (run `python tune/ablate.py --dataset digits --presets k10,k40`)" in line
+    assert "(run `python tune/sweep.py --dataset digits`" in line
+
+
+def test_metric_flag_ranks_the_searches(tmp_path):
+    assert main([str(SWEEPS[1]), "--out", str(tmp_path), "--metric", "val_loss"]) == 0
+    text = (tmp_path / "report.md").read_text()
+    assert "ranked by `val_loss` (lower is better)" in text
+    lines = text[text.index("### Top trials") :].splitlines()
+    top = lines[lines.index(next(line for line in lines if line.startswith("|---"))) + 1]  # the first row
+    best = load_runs(SWEEPS[1]).sort_values("final/val_loss").iloc[0]
+    assert top.startswith(f"| {best['trial_id']} |")
 
 
 def _error(capsys, *args) -> str:
@@ -73,7 +136,14 @@ def test_bad_input_is_one_sentence_and_exit_2(tmp_path, capsys):
 
     trials.to_parquet(tmp_path / "trials.parquet")
     assert "holds no epochs.parquet" in _error(capsys, tmp_path)
-    assert not (tmp_path / "report.md").exists()  # nothing half-written
+
+    shutil.copy(SWEEPS[0] / "epochs.parquet", tmp_path / "epochs.parquet")
+    message = _error(capsys, tmp_path)
+    assert "holds no sweep.json" in message and "pass --metric" in message
+    assert "--metric accuracy is not a score" in _error(capsys, tmp_path, "--metric", "accuracy")
+    (tmp_path / "file").write_text("")
+    assert "is a file" in _error(capsys, tmp_path, "--metric", METRIC, "--out", tmp_path / "file")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["epochs.parquet", "file", "trials.parquet"]
 
 
 def test_cli_entry_point_exits_2():
@@ -84,13 +154,12 @@ def test_cli_entry_point_exits_2():
                                    "tune/sweep.py or tune/ablate.py run.")
 
 
-def test_notebook_executes_on_the_fixture():
-    notebook = nbformat.read(ROOT / "analysis" / "ablation.ipynb", as_version=4)
-    # The "python3" kernel spec runs this interpreter (the venv's); the notebook reads the fixture by default.
-    env = {key: value for key, value in os.environ.items() if key != "MIXEM_SWEEP_DIR"}
-    client = NotebookClient(notebook, timeout=120, kernel_name="python3",
-                            resources={"metadata": {"path": str(ROOT / "analysis")}})
-    client.execute(env=env)
-    outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
+def test_notebook_executes_on_the_fixture_without_saving(monkeypatch):
+    saved = notebook.NOTEBOOK.read_bytes()
+    monkeypatch.setenv(notebook.SWEEPS_VARIABLE, os.pathsep.join(map(str, SWEEPS)))
+    executed = notebook.execute()
+    outputs = [output for cell in executed.cells if cell.cell_type == "code" for output in cell.outputs]
+    assert not [output for output in outputs if output.output_type in ("error", "stream")]
     assert sum("image/png" in output.get("data", {}) for output in outputs) == 5
-    assert sum("text/html" in output.get("data", {}) for output in outputs) == 7  # the tables
+    assert sum("text/html" in output.get("data", {}) for output in outputs) == 10  # the tables
+    assert notebook.NOTEBOOK.read_bytes() == saved

@@ -6,24 +6,24 @@ import math
 import pandas as pd
 import pytest
 
-from analysis import tables
-from analysis.runs import TRIAL_COLUMNS
+from analysis import rungs, tables
+from analysis.runs import EPOCH_COLUMNS, TRIAL_COLUMNS
 from mixem.config import Config
 from mixem.presets import ABLATIONS, LOSS_ABLATION
-from mixem.scores import METRIC_KEYS
+from mixem.scores import SCORE_KEYS
 
 _ids = itertools.count()
 
 
 def trial(preset: str, seed: int = 0, dataset: str = "digits", status: str = "finished", stage: str = "final",
-          metrics: dict | None = None, seconds: float = 3600.0, **config) -> dict:
-    """One trials.parquet row (load_runs' columns): the preset's config, NaN for every metric but ``metrics``."""
+          metrics: dict | None = None, seconds: float = 3600.0, epochs: int = 2, **config) -> dict:
+    """One trials.parquet row (load_runs' columns): the preset's config, NaN for every score but ``metrics``."""
     flat = {**Config.for_dataset(dataset).to_flat(), **ABLATIONS.get(preset, {}), "seed": seed, **config}
     row = {"sweep": "s", "trial_id": f"t{next(_ids)}", "preset": preset, "dataset": dataset, "status": status,
            "error": "", **{f"config/{name}": value for name, value in flat.items()}}
-    row.update({f"{which}/{key}": math.nan for which in tables.STAGES for key in METRIC_KEYS})
+    row.update({f"{which}/{key}": math.nan for which in tables.STAGES for key in SCORE_KEYS})
     row.update({f"{stage}/{key}": value for key, value in (metrics or {}).items()})
-    row.update(epochs=2, wall_seconds=seconds, gpu_seconds=seconds, cpu_seconds=2 * seconds)
+    row.update(epochs=epochs, wall_seconds=seconds, gpu_seconds=seconds, cpu_seconds=2 * seconds)
     return row
 
 
@@ -33,6 +33,22 @@ def frame(*rows: dict) -> pd.DataFrame:
     return trials
 
 
+def epoch_rows(row: dict, scores: dict[int, dict]) -> list[dict]:
+    """The epochs.parquet rows of trial ``row``: ``scores`` maps each evaluated epoch to its scores."""
+    rows = []
+    for epoch in range(1, max(scores) + 1):
+        values = {key: math.nan for key in SCORE_KEYS} | scores.get(epoch, {})
+        rows.append({"sweep": row["sweep"], "trial_id": row["trial_id"], "preset": row["preset"], "epoch": epoch,
+                     "loss_total": 1.0, **values})
+    return rows
+
+
+def epochs_frame(*rows: list[dict]) -> pd.DataFrame:
+    epochs = pd.DataFrame([row for trial_rows in rows for row in trial_rows])
+    assert set(EPOCH_COLUMNS) <= set(epochs.columns)
+    return epochs
+
+
 def test_cell_is_mean_std_and_count_over_seeds():
     assert tables.cell([0.6, 0.7, 0.8]) == "0.700 ± 0.100 (n=3)"  # sample std: sqrt(0.02 / 2)
     assert tables.cell([0.5, math.nan, 0.7]) == "0.600 ± 0.141 (n=2)"  # NaN (never evaluated) is not a seed
@@ -40,55 +56,66 @@ def test_cell_is_mean_std_and_count_over_seeds():
     assert tables.cell([]) == tables.cell([math.nan]) == "—"
 
 
-def test_loss_table_rows_in_order_best_variant_one_seed_and_missing_preset():
-    rows = [trial("simclr", seed, metrics={"kmeans_h_l2_acc": acc, "kmeans_h_l2_nmi": 0.5, "kmeans_h_l2_ari": 0.4,
-                                           "kmeans_h_raw_acc": acc - 0.2})
+def test_loss_table_reports_the_fixed_variant_never_the_best_by_acc():
+    # SimCLR's k-means on h is better than its z, MIX'EM's k-means++ better than its component init:
+    # neither is reported, the fixed clustering is.
+    rows = [trial("simclr", seed, metrics={"kmeans_z_l2_acc": acc, "kmeans_z_l2_nmi": 0.5, "kmeans_z_l2_ari": 0.4,
+                                           "kmeans_h_l2_acc": acc + 0.2})
             for seed, acc in enumerate([0.6, 0.7, 0.8])]
-    rows.append(trial("mixem", 0, metrics={"compinit_z_l2_acc": 0.812, "kmeans_z_l2_acc": 0.5}))
+    rows.append(trial("mixem", 0, metrics={"compinit_z_l2_acc": 0.512, "kmeans_z_l2_acc": 0.9, "acc_max": 0.95}))
     rows.append(trial("mixem", 1, status="errored", metrics={"compinit_z_l2_acc": 0.1}))  # not a seed of the row
-    table = tables.loss_table(frame(*rows))
+    table = tables.loss_table(frame(*rows), "final")
     assert list(table["preset"]) == LOSS_ABLATION
     simclr, mixem = table.set_index("preset").loc["simclr"], table.set_index("preset").loc["mixem"]
-    assert simclr["K-means variant"] == "kmeans_h_l2"
+    assert simclr["clustering"].startswith("kmeans_z_l2")
     assert (simclr["ACC"], simclr["NMI"], simclr["ARI"]) == ("0.700 ± 0.100 (n=3)", "0.500 ± 0.000 (n=3)",
                                                            "0.400 ± 0.000 (n=3)")
-    assert (mixem["K-means variant"], mixem["ACC"], mixem["NMI"]) == ("compinit_z_l2", "0.812 (n=1)", "—")
+    assert mixem["clustering"] == "compinit_z_l2 (fixed)"
+    assert (mixem["ACC"], mixem["NMI"]) == ("0.512 (n=1)", "—")
     entropy = table.set_index("preset").loc["entropy"]
-    assert (entropy["K-means variant"], entropy["ACC"]) == (tables.NO_RUN, "—")
+    assert (entropy["clustering"], entropy["ACC"]) == ("compinit_z_l2 (fixed)", tables.NO_RUN)
     assert set(tables.LOSS_ROWS) == set(LOSS_ABLATION)
+    assert not hasattr(tables, "best_variant")
 
 
 def test_loss_table_leaves_out_datasets_without_ablation_runs():
-    trials = frame(trial("mixem", dataset="digits", metrics={"kmeans_h_raw_acc": 0.5}),
-                   trial("", dataset="fashion-mnist", metrics={"kmeans_h_raw_acc": 0.5}))
-    assert set(tables.loss_table(trials)["dataset"]) == {"digits"}
-    assert tables.loss_table(frame(trial("", metrics={"kmeans_h_raw_acc": 0.5}))).empty
+    trials = frame(trial("mixem", dataset="digits", metrics={"compinit_z_l2_acc": 0.5}),
+                   trial("", dataset="fashion-mnist", metrics={"compinit_z_l2_acc": 0.5}))
+    assert set(tables.loss_table(trials, "final")["dataset"]) == {"digits"}
+    assert tables.loss_table(frame(trial("", metrics={"compinit_z_l2_acc": 0.5})), "final").empty
 
 
-def test_main_table_per_norm_with_published_numbers_where_the_dataset_matches():
+def test_main_table_fixed_clusterings_oracle_paper_and_given():
     trials = frame(
-        trial("mixem", 0, dataset="stl10", metrics={"compinit_z_raw_acc": 0.7, "kmeans_h_l2_acc": 0.8,
-                                                     "compinit_h_l2_acc": 0.6}),
-        trial("mixem", 1, dataset="stl10", metrics={"compinit_z_raw_acc": 0.9, "kmeans_h_l2_acc": 0.6,
-                                                     "compinit_h_l2_acc": 0.65}),
-        trial("simclr", 0, dataset="stl10", metrics={"kmeans_h_raw_acc": 0.5, "kmeans_h_l2_acc": 0.66}),
-        trial("simclr", 0, dataset="digits", metrics={"kmeans_h_raw_acc": 0.5}),
+        trial("mixem", 0, dataset="stl10", metrics={"compinit_z_l2_acc": 0.7, "kmeans_z_l2_acc": 0.6,
+                                                     "kmeans_h_raw_acc": 0.99, "acc_max": 0.99}),
+        trial("mixem", 1, dataset="stl10", metrics={"compinit_z_l2_acc": 0.9, "kmeans_z_l2_acc": 0.6,
+                                                     "acc_max": 0.95}),
+        trial("simclr", 0, dataset="stl10", metrics={"kmeans_z_l2_acc": 0.5, "kmeans_h_l2_acc": 0.66}),
+        trial("simclr", 0, dataset="digits", metrics={"kmeans_z_l2_acc": 0.5}),
+        trial("given", 0, dataset="digits", w_entropy=3.0, metrics={"compinit_z_l2_acc": 0.8}),
+        trial("given", 1, dataset="digits", w_entropy=3.0, metrics={"compinit_z_l2_acc": 0.6}),
     )
-    table = tables.main_table(trials).set_index(["dataset", "method", "norm"])
-    assert table.loc[("stl10", "MIX'EM", "raw"), "K-means variant"] == "compinit_z_raw"
-    assert table.loc[("stl10", "MIX'EM", "raw"), "ACC"] == "0.800 ± 0.141 (n=2)"
-    assert table.loc[("stl10", "MIX'EM", "l2"), "K-means variant"] == "kmeans_h_l2"  # 0.70 beats 0.625
-    assert table.loc[("stl10", "SimCLR", "l2"), "ACC"] == "0.660 (n=1)"
-    assert list(table.loc["stl10", "paper ACC"]) == ["0.78", "0.78", "", "0.70"]  # SimCLR's is for L2 only
-    assert set(table.loc["digits", "paper ACC"]) == {""}
-    assert table.loc[("digits", "MIX'EM", "raw"), "K-means variant"] == tables.NO_RUN
+    table = tables.main_table(trials, "final").set_index(["dataset", "method", "clustering"])
+    assert table.loc[("stl10", "MIX'EM", "compinit_z_l2 (fixed)"), "ACC"] == "0.800 ± 0.141 (n=2)"
+    assert table.loc[("stl10", "MIX'EM", "compinit_z_l2 (fixed)"), "paper ACC"] == "0.78"
+    assert table.loc[("stl10", "MIX'EM", "compinit_z_l2 (fixed)"), tables.ORACLE_COLUMN] == "0.970 ± 0.028 (n=2)"
+    assert table.loc[("stl10", "MIX'EM", "kmeans_z_l2 (k-means++ init)"), "paper ACC"] == ""
+    simclr = table.loc[("stl10", "SimCLR")]
+    assert list(simclr.index) == ["kmeans_z_l2 (fixed, no component init)", "kmeans_h_l2 (the paper's SimCLR baseline)"]
+    assert list(simclr["ACC"]) == ["0.500 (n=1)", "0.660 (n=1)"]
+    assert list(simclr["paper ACC"]) == ["", "0.70"]  # the paper's SimCLR baseline: K-means on L2-normalised h
+    assert table.loc[("digits", "MIX'EM", "compinit_z_l2 (fixed)"), "ACC"] == tables.NO_RUN
+    assert table.loc[("digits", "best searched configuration", "compinit_z_l2 (fixed)"), "ACC"] == \
+        "0.700 ± 0.141 (n=2)"
+    assert "best searched configuration" not in set(table.loc["stl10"].index.get_level_values("method"))
 
 
 def test_kmeans_table_compares_every_clustering_and_drops_what_simclr_lacks():
     mixem = [trial("mixem", seed, metrics={"kmeans_z_l2_acc": k, "compinit_z_l2_acc": c, "argmax_pi_acc": 0.3})
              for seed, (k, c) in enumerate([(0.5, 0.8), (0.7, 0.8)])]
     simclr = trial("simclr", metrics={"kmeans_h_raw_acc": 0.4, "kmeans_h_l2_acc": 0.45})
-    table = tables.kmeans_table(frame(*mixem, simclr))
+    table = tables.kmeans_table(frame(*mixem, simclr), "final")
     rows = table.set_index(["preset", "representation", "norm", "clustering"])
     assert rows.loc[("mixem", "z", "l2", "k-means++"), "ACC"] == "0.600 ± 0.141 (n=2)"
     assert rows.loc[("mixem", "z", "l2", "component-mean init"), "ACC"] == "0.800 ± 0.000 (n=2)"
@@ -97,39 +124,12 @@ def test_kmeans_table_compares_every_clustering_and_drops_what_simclr_lacks():
     assert set(table.loc[table["preset"] == "simclr", "clustering"]) == {"k-means++"}
 
 
-def test_component_table_groups_by_k_and_marks_a_missing_preset():
+def test_component_table_groups_by_k_fixed_variant_and_marks_a_missing_preset():
     rows = [trial("k10", seed, metrics={"compinit_z_l2_acc": acc}) for seed, acc in enumerate([0.6, 0.8])]
-    rows.append(trial("k20", metrics={"kmeans_h_raw_acc": 0.55}))
-    table = tables.component_table(frame(*rows))
+    rows.append(trial("k20", metrics={"kmeans_h_raw_acc": 0.55, "compinit_z_l2_acc": 0.5}))
+    table = tables.component_table(frame(*rows), "final")
     assert list(table["K"]) == [10, 20, 40]
-    assert list(table["ACC"]) == ["0.700 ± 0.141 (n=2)", "0.550 (n=1)", "—"]
-    assert list(table["K-means variant"]) == ["compinit_z_l2", "kmeans_h_raw", tables.NO_RUN]
-
-
-def test_sensitivity_ranks_the_weight_that_drives_acc():
-    # ACC rises with w_entropy only; w_pull varies but does nothing; w_push is never searched.
-    rows = [trial("", seed=0, w_entropy=w, w_pull=p, metrics={"kmeans_h_l2_acc": 0.4 + 0.05 * w})
-            for w, p in [(0.5, 0.3), (1.0, 0.01), (2.0, 0.1), (4.0, 0.0), (6.0, 0.2), (8.0, 0.05)]]
-    rows.append(trial("mixem", metrics={"kmeans_h_l2_acc": 0.99}))  # an ablation run is not part of a search
-    table = tables.sensitivity_table(frame(*rows)).set_index("parameter")
-    assert list(table.index) == ["w_entropy", "w_instance", "w_pull", "w_push"]
-    assert set(table["trials"]) == {6}
-    assert table.loc["w_entropy", "values"] == "0.5 to 8"
-    assert table.loc["w_entropy", "Spearman rho"] == "1.000"
-    assert table.loc["w_push", "values"] == "0.05 (fixed)"
-    assert table.loc["w_push", "fANOVA"] == table.loc["w_push", "Spearman rho"] == "—"
-    for evaluator in tables.IMPORTANCE_EVALUATORS:
-        assert float(table.loc["w_entropy", evaluator]) > 0.8 > float(table.loc["w_pull", evaluator])
-
-
-def test_sensitivity_lists_other_varied_fields_and_needs_two_trials():
-    rows = [trial("", w_entropy=w, num_components=k, metrics={"kmeans_h_l2_acc": acc})
-            for w, k, acc in [(1.0, 10, 0.5), (2.0, 20, 0.6)]]
-    table = tables.sensitivity_table(frame(*rows))
-    assert list(table["parameter"]) == ["w_entropy", "w_instance", "w_pull", "w_push", "num_components"]
-    assert tables.sensitivity_table(frame(rows[0]))["fANOVA"].tolist() == ["—"] * 4
-    same = [trial("", metrics={"kmeans_h_l2_acc": acc}) for acc in (0.5, 0.6)]  # nothing varied
-    assert tables.sensitivity_table(frame(*same))["MDI"].tolist() == ["—"] * 4
+    assert list(table["ACC"]) == ["0.700 ± 0.141 (n=2)", "0.500 (n=1)", tables.NO_RUN]
 
 
 def test_cost_table_counts_every_status_in_hours():
@@ -143,24 +143,93 @@ def test_cost_table_counts_every_status_in_hours():
     assert table.set_index("run").loc["total", "GPU-hours"] == "1.85"
 
 
-def test_claims_table_verdicts():
+def test_claims_table_verdicts_and_loss_steps_on_the_fixed_variant():
     mixem = [trial("mixem", seed, metrics={"compinit_h_raw_acc": c, "kmeans_h_raw_acc": k,
                                              "compinit_z_l2_acc": c - 0.3, "kmeans_z_l2_acc": k})
              for seed, (c, k) in enumerate([(0.80, 0.5), (0.82, 0.7)])]
-    simclr = [trial("simclr", seed, metrics={"kmeans_h_l2_acc": 0.7, "kmeans_h_raw_acc": 0.6}) for seed in (0, 1)]
-    mixture = [trial("mixture_only", seed, metrics={"kmeans_h_l2_acc": 0.65}) for seed in (0, 1)]
-    table = tables.claims_table(frame(*mixem, *simclr, *mixture)).set_index(["claim", "A"])
+    simclr = [trial("simclr", seed, metrics={"kmeans_h_l2_acc": 0.7, "kmeans_h_raw_acc": 0.6, "kmeans_z_l2_acc": 0.6})
+              for seed in (0, 1)]
+    # mixture_only's k-means on h beats SimCLR's, but its fixed clustering does not beat SimCLR's kmeans_z_l2.
+    mixture = [trial("mixture_only", seed, metrics={"kmeans_h_l2_acc": 0.9, "compinit_z_l2_acc": 0.55})
+               for seed in (0, 1)]
+    table = tables.claims_table(frame(*mixem, *simclr, *mixture), "final").set_index(["claim", "A"])
     assert table.loc[("1 component init", "compinit_h_raw"), "holds"] == "yes"  # higher mean, smaller std
     assert table.loc[("1 component init", "compinit_z_l2"), "holds"] == "spread only"
     assert table.loc[("1 component init", "compinit_dom_raw"), "holds"] == "—"  # never evaluated
     assert table.loc[("2 L2 SimCLR", "kmeans_h_l2"), "holds"] == "yes"
-    assert table.loc[("3 loss term", "mixture_only (kmeans_h_l2)"), "holds"] == "no"  # 0.65 < 0.70
-    assert list(table.xs("3 loss term")["B"]) == ["simclr (kmeans_h_l2)"]  # entropy... not run: no more steps
+    step = table.loc[("3 loss term", "mixture_only (compinit_z_l2)")]
+    assert (step["B"], step["A ACC"], step["B ACC"], step["holds"]) == (
+        "simclr (kmeans_z_l2)", "0.550 ± 0.000 (n=2)", "0.600 ± 0.000 (n=2)", "no")
+    assert len(table.xs("3 loss term")) == 1  # entropy... not run: no more steps
 
 
 def test_best_stage_reads_the_best_columns():
-    trials = frame(trial("mixem", stage="best", metrics={"kmeans_h_raw_acc": 0.9}))
+    trials = frame(trial("mixem", stage="best", metrics={"compinit_z_l2_acc": 0.9}))
     assert tables.loss_table(trials, "best").set_index("preset").loc["mixem", "ACC"] == "0.900 (n=1)"
     assert tables.loss_table(trials, "final").set_index("preset").loc["mixem", "ACC"] == "—"
     with pytest.raises(ValueError):
         tables.loss_table(trials, "last")
+
+
+def asha_search(accuracies_at_1: list[float], survivors: dict[int, float], errored: int | None = None):
+    """A search like ASHA's: every trial evaluated at epoch 1 (its ACC there rises with w_entropy), the
+    ``survivors`` (index -> ACC at epoch 3) run to epoch 3 and finish, the others stop early at epoch 1;
+    ``errored``: one more trial that diverged at epoch 2 after an evaluation at 1 and 2."""
+    rows, epochs = [], []
+    for index, acc in enumerate(accuracies_at_1):
+        finished = index in survivors
+        final = survivors.get(index, acc)
+        row = trial("", w_entropy=0.5 * (index + 1), w_pull=[0.3, 0.0, 0.1][index % 3], num_components=10 + index % 2,
+                    status="finished" if finished else "early_stopped", epochs=3 if finished else 1,
+                    metrics={"compinit_z_l2_acc": final, "compinit_z_l2_nmi": final / 2, "val_loss": -final})
+        rows.append(row)
+        scores = {1: {"compinit_z_l2_acc": acc, "val_loss": -acc}}
+        if finished:
+            scores[3] = {"compinit_z_l2_acc": final, "val_loss": -final}
+        epochs.append(epoch_rows(row, scores))
+    if errored is not None:
+        row = trial("", w_entropy=100.0, status="errored", epochs=2, metrics={"compinit_z_l2_acc": 0.1})
+        rows.append(row)
+        epochs.append(epoch_rows(row, {1: {"compinit_z_l2_acc": 0.1}, 2: {"compinit_z_l2_acc": 0.1}}))
+    return frame(*rows), epochs_frame(*epochs)
+
+
+def test_rungs_common_point_and_compared_epochs():
+    trials, epochs = asha_search([0.3, 0.4, 0.5, 0.6, 0.7], {2: 0.8, 3: 0.6, 4: 0.9}, errored=True)
+    assert rungs.common_epoch(trials, epochs, "compinit_z_l2_acc") == 1  # the errored trial does not hold it back
+    assert rungs.compared_epochs(trials, epochs, "compinit_z_l2_acc") == [1, 3]  # epoch 2: only where one errored
+    at_1 = rungs.at_epoch(trials, epochs, "compinit_z_l2_acc", 1)
+    assert len(at_1) == 6 and set(at_1["status"]) == {"finished", "early_stopped", "errored"}
+    assert list(at_1["at/compinit_z_l2_acc"]) == [0.3, 0.4, 0.5, 0.6, 0.7, 0.1]
+
+
+def test_sensitivity_counts_early_stopped_trials_at_each_compared_epoch():
+    trials, epochs = asha_search([0.3, 0.4, 0.5, 0.6, 0.7], {2: 0.8, 3: 0.6, 4: 0.9})
+    table = tables.sensitivity_table(trials, epochs, "compinit_z_l2_acc").set_index("parameter")
+    assert list(table.index) == ["num_components", "w_entropy", "w_pull"]  # what varies, in config order
+    assert list(table.columns) == ["values", "epoch 1 (n=5)", "epoch 3 (n=3)"]
+    assert table.loc["w_entropy", "values"] == "0.5 to 2.5"
+    assert table.loc["w_entropy", "epoch 1 (n=5)"] == "1.000"  # all five, two of them early-stopped
+    assert table.loc["w_entropy", "epoch 3 (n=3)"] == "0.500"  # ranks (1, 2, 3) against (2, 1, 3)
+    assert table.loc["w_pull", "epoch 3 (n=3)"] == "-1.000"  # w_pull (0.1, 0.3, 0.0) ranks (2, 3, 1)
+
+
+def test_importance_needs_enough_trials_at_the_common_point():
+    accuracies = [0.40, 0.42, 0.45, 0.50, 0.52, 0.58, 0.60, 0.66, 0.70, 0.75]
+    trials, epochs = asha_search(accuracies, {})
+    table = tables.importance_table(trials, epochs, "compinit_z_l2_acc").set_index("parameter")
+    for evaluator in tables.IMPORTANCE_EVALUATORS:
+        assert float(table.loc["w_entropy", evaluator]) > 0.5 > float(table.loc["w_pull", evaluator])
+    few = trials.iloc[: tables.MIN_IMPORTANCE_TRIALS - 1]
+    assert tables.importance_table(few, epochs, "compinit_z_l2_acc").empty
+
+
+def test_top_trials_rank_by_the_metric_in_its_direction_any_status():
+    trials, _ = asha_search([0.3, 0.75, 0.5, 0.6, 0.7], {2: 0.8, 3: 0.6, 4: 0.9})
+    top = tables.top_trials(trials, "compinit_z_l2_acc", "final", 3)
+    assert list(top.columns) == ["trial", "num_components", "w_entropy", "w_pull", "ACC", "NMI", "ARI", "epochs",
+                                 "status"]
+    assert list(top["ACC"]) == ["0.900", "0.800", "0.750"]  # the third stopped early at its rung
+    assert list(top["status"]) == ["finished", "finished", "early_stopped"]
+    by_loss = tables.top_trials(trials, "val_loss", "final", 2)  # better lower: -0.9 first
+    assert list(by_loss["val_loss"]) == ["-0.900", "-0.800"] and list(by_loss["ACC"]) == ["0.900", "0.800"]

@@ -10,9 +10,9 @@ import pytest
 
 from mixem.config import Config
 from mixem.errors import MixemError
+from mixem.scores import SCORE_KEYS
 from tune.results import (
     EPOCHS_FILE,
-    SCORES,
     TRIALS_FILE,
     ResultFiles,
     Storage,
@@ -34,7 +34,7 @@ def metrics(epoch: int, acc_max: float | None) -> dict:
            "loss_instance": 0.5, "loss_pull": 0.1, "loss_push": -0.2, "lr": 1e-3, "epoch_seconds": 1.5,
            "eval_seconds": 0.0, "evaluated": acc_max is not None}
     if acc_max is not None:
-        row.update({key: acc_max / 2 for key in SCORES}, acc_max=acc_max, acc_max_variant="kmeans_h_l2")
+        row.update({key: acc_max / 2 for key in SCORE_KEYS}, acc_max=acc_max, acc_max_variant="kmeans_h_l2")
         row["kmeans_h_raw_nmi"] = 10.0 * epoch  # a metric that differs between epochs
     return row
 
@@ -48,7 +48,7 @@ def test_schema_columns_and_types_are_the_documented_ones():
     assert trials.field("config/head").type == pa.string()
     assert trials.field("config/stl10_unlabeled").type == pa.bool_()
     assert trials.field("config/seed").type == pa.int64()
-    for key in SCORES:
+    for key in SCORE_KEYS:
         assert trials.field(f"final/{key}").type == pa.float64()
         assert trials.field(f"best/{key}").type == pa.float64()
         assert epochs.field(key).type == pa.float64()
@@ -60,7 +60,7 @@ def test_schema_columns_and_types_are_the_documented_ones():
     # Nothing the contract does not name: the string variant name stays out of the files.
     assert "acc_max_variant" not in trials.names + epochs.names
     assert "best/val_contrastive" in trials.names and "compinit_z_l2_silhouette" in epochs.names
-    assert len(trials.names) == 5 + len(CONFIG) + 2 * len(SCORES) + 4
+    assert len(trials.names) == 5 + len(CONFIG) + 2 * len(SCORE_KEYS) + 4
 
 
 def row(trial_id, epoch, acc_max, seconds=1.0):

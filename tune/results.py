@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 from mixem.config import FIELDS
 from mixem.errors import MixemError
 from mixem.files import HISTORY_FILE, write_atomic
-from mixem.scores import LOSS_TERMS, METRIC_KEYS, ORACLE_METRIC, VALIDATION_KEYS, metric_mode
+from mixem.scores import LOSS_TERMS, ORACLE_METRIC, SCORE_KEYS, metric_mode
 
 TRIALS_FILE = "trials.parquet"
 EPOCHS_FILE = "epochs.parquet"
@@ -44,8 +44,6 @@ MIRROR_EPOCHS_EVERY_S = 30.0
 STATUSES = ("finished", "early_stopped", "errored")
 EPOCH_VALUES = [f"loss_{term}" for term in LOSS_TERMS] + ["lr", "train_images", "world_size", "epoch_seconds",
                                                            "eval_seconds", "trial_seconds"]
-# Every score of an evaluation: clustering metrics (label-free silhouettes among them) and the validation loss.
-SCORES = METRIC_KEYS + VALIDATION_KEYS
 _ARROW_TYPES = {bool: pa.bool_(), int: pa.int64(), float: pa.float64(), str: pa.string()}
 NAN = float("nan")
 
@@ -55,8 +53,8 @@ def trials_schema() -> pa.Schema:
     columns = [("trial_id", pa.string()), ("preset", pa.string()), ("dataset", pa.string()),
                ("status", pa.string()), ("error", pa.string())]
     columns += [(f"config/{name}", _ARROW_TYPES[type(field.default)]) for name, field in FIELDS.items()]
-    columns += [(f"final/{key}", pa.float64()) for key in SCORES]
-    columns += [(f"best/{key}", pa.float64()) for key in SCORES]
+    columns += [(f"final/{key}", pa.float64()) for key in SCORE_KEYS]
+    columns += [(f"best/{key}", pa.float64()) for key in SCORE_KEYS]
     columns += [("epochs", pa.int64()), ("wall_seconds", pa.float64()), ("gpu_seconds", pa.float64()),
                 ("cpu_seconds", pa.float64())]
     return pa.schema(columns)
@@ -66,7 +64,7 @@ def epochs_schema() -> pa.Schema:
     """One row per (trial, epoch): loss terms, lr, images, times, and every score (NaN when not evaluated)."""
     columns = [("trial_id", pa.string()), ("preset", pa.string()), ("epoch", pa.int64())]
     columns += [(name, pa.float64()) for name in EPOCH_VALUES]
-    columns += [(key, pa.float64()) for key in SCORES]
+    columns += [(key, pa.float64()) for key in SCORE_KEYS]
     return pa.schema(columns)
 
 
@@ -79,7 +77,7 @@ def epoch_row(trial_id: str, preset: str, metrics: dict, trial_seconds: float) -
     row["trial_seconds"] = float(trial_seconds)
     # Only an evaluated epoch carries scores: the sweep carries the searched metric forward for
     # Tune between evaluations, and that copy must not pass for a measurement.
-    row.update({key: float(metrics.get(key, NAN)) if evaluated else NAN for key in SCORES})
+    row.update({key: float(metrics.get(key, NAN)) if evaluated else NAN for key in SCORE_KEYS})
     return row
 
 
@@ -99,8 +97,8 @@ def trial_row(trial_id: str, preset: str, config: dict, epochs: list[dict], *, m
     best = max(scored, key=lambda row: sign * row[metric]) if scored else {}
     row = {"trial_id": trial_id, "preset": preset, "dataset": config["dataset"], "status": status, "error": error}
     row.update({f"config/{name}": config[name] for name in FIELDS})
-    row.update({f"final/{key}": final.get(key, NAN) for key in SCORES})
-    row.update({f"best/{key}": best.get(key, NAN) for key in SCORES})
+    row.update({f"final/{key}": final.get(key, NAN) for key in SCORE_KEYS})
+    row.update({f"best/{key}": best.get(key, NAN) for key in SCORE_KEYS})
     row.update(epochs=epochs[-1]["epoch"] if epochs else 0, wall_seconds=wall_seconds,
                gpu_seconds=wall_seconds * gpus, cpu_seconds=wall_seconds * cpus)
     return row
