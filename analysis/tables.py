@@ -204,14 +204,16 @@ def kmeans_table(trials: pd.DataFrame, stage: str, presets=("mixem", "simclr")) 
 
 def component_table(trials: pd.DataFrame, stage: str) -> pd.DataFrame:
     """The component count: runs of the presets ``COMPONENT_ABLATION`` grouped by K
-    (``config/num_components``), the fixed clustering; a preset without a finished trial keeps its row."""
+    (``config/num_components``), the fixed clustering. Runs of ``mixem`` count at their K too: with
+    the dataset's default K they are the same configuration as the ``k<K>`` preset (``k10`` on ten
+    classes), so a sweep need not train it twice. A K without a finished trial keeps its row."""
     _check_stage(stage)
     done = finished(trials)
     rows = []
     for dataset in _datasets_with(trials, COMPONENT_ABLATION):
-        runs = done[(done["dataset"] == dataset) & done["preset"].isin(COMPONENT_ABLATION)]
-        missing = [preset for preset in COMPONENT_ABLATION if preset not in set(runs["preset"])]
-        counts = set(runs["config/num_components"]) | {ABLATIONS[preset]["num_components"] for preset in missing}
+        runs = done[(done["dataset"] == dataset) & done["preset"].isin([*COMPONENT_ABLATION, "mixem"])]
+        counts = set(runs["config/num_components"]) | {ABLATIONS[preset]["num_components"]
+                                                      for preset in COMPONENT_ABLATION}
         for count in sorted(int(k) for k in counts):
             rows.append({"dataset": dataset, "K": count, "clustering": variant_label("mixture"),
                          **metric_cells(runs[runs["config/num_components"] == count], FIXED_VARIANT, stage)})
