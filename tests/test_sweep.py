@@ -244,3 +244,16 @@ def test_missing_data_fails_before_any_trial_starts(local_ray, tmp_path, capsys)
     message = capsys.readouterr().err
     assert code == 2 and "error: On a worker node: cifar10 not found" in message and "--download" in message
     assert not output.exists()
+
+
+def test_a_trial_trains_with_ddp_over_two_workers(local_ray, tmp_path):
+    """Two Train workers per trial: Ray Train's process group (tune/backend.py, gloo) and the DDP
+    trainer, the z and pi of both gathered; one global batch, so the same images per epoch."""
+    output = tmp_path / "ddp"
+    code = sweep.main(["--dataset", "digits", "--search", "grid", "--space", *FIXED, "lr=1e-3", "--max-epochs", "2",
+                       "--grace-epochs", "2", "--workers-per-trial", "2", "--output", str(output)])
+    assert code == 0
+    trials, epochs = read_results(output)
+    assert list(trials["status"]) == ["finished"] and (trials["cpu_seconds"] == 2 * trials["wall_seconds"]).all()
+    assert (epochs["world_size"] == 2).all() and (epochs["train_images"] == 6 * 256).all()
+    assert epochs["compinit_z_l2_acc"].notna().iloc[-1]

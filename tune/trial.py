@@ -29,6 +29,7 @@ from mixem.config import FIELDS, Config
 from mixem.errors import MixemError
 from mixem.presets import ABLATIONS
 from mixem.scores import metric_mode
+from tune.backend import TorchProcessGroup
 from tune.results import TRIALS_FILE, read_parquet, trials_schema
 
 # The key of a worker's report that says the trial failed with a MixemError, and why.
@@ -158,14 +159,12 @@ def make_trainable(resources: TrialResources, *, output: Path, train_storage: st
             # searcher learns its final value, as it would have then.
             tune.report({"epoch": ended["epochs"], metric: ended[f"final/{metric}"]})
             return
-        from ray.train.torch import TorchConfig  # imports torch: here, in the trial's process
-
         config = trial_config_to_config(trial_config).validate()
         trainer = trainer_class()(
             train_worker,
             train_loop_config={"config": config.to_flat(), "data_dir": data_dir, "metric": metric,
                                "checkpoint_every": checkpoint_every, "compile": compile},
-            torch_config=TorchConfig(backend=resources.backend),
+            torch_config=TorchProcessGroup(backend=resources.backend),
             scaling_config=ScalingConfig(
                 num_workers=resources.workers,
                 use_gpu=resources.gpus_per_worker > 0,
