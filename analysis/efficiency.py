@@ -10,12 +10,19 @@ sum of its trials' wall seconds (trial-seconds: what a cluster bills), in the or
 ended, up to and including the first finished trial at or above the target; a folder that never
 reaches it is reported with all its compute and marked. Also given: the same count in training and
 evaluation seconds only (the trainer's own times, without Ray's per-trial overhead).
+
+Then ASHA's settings replayed on the searches that ran every trial to the end (a grid): successive
+halving at rungs ``grace, grace x rf, ...`` keeps the best ``1/rf`` of the trials by the metric at
+each rung; the table gives the training epochs it would have spent (as a fraction of the full run)
+and the final metric of the best trial it keeps, for each grace period and reduction factor, so
+the defaults can be chosen from measurements rather than folklore.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -70,6 +77,41 @@ def efficiency_table(folders: list[Path], metric: str, within: float) -> tuple[p
     return pd.DataFrame(rows), target
 
 
+def replay_asha(trials: pd.DataFrame, epochs: pd.DataFrame, metric: str, grace: int, reduction_factor: int
+                ) -> dict:
+    """Successive halving with ``grace`` and ``reduction_factor`` replayed on a search whose trials all
+    finished: at each rung below the last epoch, the best ``ceil(n / rf)`` trials by their latest
+    evaluation of ``metric`` so far go on. The epochs it trains, as a fraction of the full run, and
+    the final ``metric`` of the best trial it keeps (vs the best of all trials)."""
+    finished = trials.loc[trials["status"] == "finished", ["trial_id", f"final/{metric}", "epochs"]]
+    last = int(finished["epochs"].max())
+    sign = 1 if metric_mode(metric) == "max" else -1
+    values = epochs[epochs["trial_id"].isin(finished["trial_id"])].pivot_table(
+        index="epoch", columns="trial_id", values=metric).sort_index().ffill()
+    alive, spent, trained_to, rung = list(finished["trial_id"]), 0, 0, grace
+    while rung < last and len(alive) > 1:
+        spent += (rung - trained_to) * len(alive)
+        at_rung = values.loc[:rung].iloc[-1][alive] * sign
+        alive = list(at_rung.sort_values(ascending=False).index[:math.ceil(len(alive) / reduction_factor)])
+        trained_to, rung = rung, rung * reduction_factor
+    spent += (last - trained_to) * len(alive)
+    final = finished.set_index("trial_id")[f"final/{metric}"]
+    kept = final[alive].max() if sign > 0 else final[alive].min()
+    best = final.max() if sign > 0 else final.min()
+    return {"grace": grace, "reduction factor": reduction_factor, "epochs / full run": spent / final.size / last,
+            "best kept": kept, "best of all": best, "regret": sign * (best - kept)}
+
+
+def replay_table(trials: pd.DataFrame, epochs: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """``replay_asha`` for every grace period at an evaluated epoch up to a third of the run and
+    reduction factors 2, 3 and 4."""
+    last = int(trials["epochs"].max())
+    evaluated = sorted(int(epoch) for epoch in epochs.loc[epochs[metric].notna(), "epoch"].unique())
+    graces = [epoch for epoch in evaluated if epoch <= last // 3] or evaluated[:1]
+    return pd.DataFrame([replay_asha(trials, epochs, metric, grace, factor)
+                         for grace in graces for factor in (2, 3, 4)])
+
+
 def summary(table: pd.DataFrame, baseline: str = "grid") -> pd.DataFrame:
     """Per method: median compute to the target over its folders (searcher seeds), how many reached
     it, and the ratio to the ``baseline`` method's median."""
@@ -108,6 +150,11 @@ def main(argv: list[str] | None = None) -> int:
         print(table.to_string(index=False))
         print()
         print(summary(table).to_string())
+        for folder in args.folders:
+            trials, epochs = load_runs(folder), load_epochs(folder)
+            if (trials["status"] == "finished").all() and method_of(folder) in ("grid", "random"):
+                print(f"\nASHA replayed on {folder.name} ({len(trials)} trials, all run to the end):\n")
+                print(replay_table(trials, epochs, metric).to_string(index=False))
     return 0
 
 

@@ -1,0 +1,83 @@
+"""Search efficiency (analysis/efficiency.py) on the real search fixture, re-labelled as other methods."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from analysis import efficiency
+from analysis.runs import load_epochs, load_runs
+
+FIXTURE = Path(__file__).parent / "fixtures" / "search"
+METRIC = "compinit_z_l2_acc"
+
+
+def as_search(tmp_path: Path, name: str, search: str, keep=None) -> Path:
+    """A copy of the fixture search (6 trials, TPE + ASHA, 2 epochs) as another method's folder,
+    keeping only the trials ``keep`` selects."""
+    folder = tmp_path / name
+    shutil.copytree(FIXTURE, folder)
+    settings = json.loads((folder / "sweep.json").read_text())
+    settings["args"]["search"] = search
+    if search == "grid":
+        settings["args"]["grace_epochs"] = settings["args"]["max_epochs"]
+    (folder / "sweep.json").write_text(json.dumps(settings))
+    if keep is not None:
+        trials = pd.read_parquet(folder / "trials.parquet")
+        kept = trials[keep(trials)]
+        kept.to_parquet(folder / "trials.parquet")
+        epochs = pd.read_parquet(folder / "epochs.parquet")
+        epochs[epochs["trial_id"].isin(kept["trial_id"])].to_parquet(folder / "epochs.parquet")
+    return folder
+
+
+def test_compute_to_target_counts_trials_in_the_order_they_ended_up_to_the_first_good_one(tmp_path):
+    trials = pd.read_parquet(FIXTURE / "trials.parquet")
+    best_id = trials.loc[trials[f"final/{METRIC}"].idxmax(), "trial_id"]
+    tpe = as_search(tmp_path, "tpe", "optuna")
+    grid = as_search(tmp_path, "grid", "grid", keep=lambda t: t["status"] == "finished")
+    short = as_search(tmp_path, "short", "random", keep=lambda t: t["trial_id"] != best_id)
+    table, target = efficiency.efficiency_table([tpe, grid, short], METRIC, within=0.01)
+    assert target == pytest.approx(trials[f"final/{METRIC}"].max() - 0.01)
+    rows = table.set_index("search")
+    assert list(rows["method"]) == ["tpe+asha", "grid", "random+asha"]
+    until_best = trials["wall_seconds"].iloc[:trials.index[trials["trial_id"] == best_id][0] + 1].sum()
+    assert rows.loc["tpe", "trial-seconds"] == pytest.approx(until_best) and rows.loc["tpe", "reached"]
+    # The random folder lacks the only trial at the target: all its compute, marked as not reaching it.
+    assert not rows.loc["short", "reached"]
+    assert rows.loc["short", "trial-seconds"] == pytest.approx(trials.loc[trials["trial_id"] != best_id,
+                                                                          "wall_seconds"].sum())
+    ratios = efficiency.summary(table)
+    assert ratios.loc["grid", "trial-seconds / grid's"] == 1.0
+    assert ratios.loc["tpe+asha", "trial-seconds / grid's"] == pytest.approx(
+        until_best / rows.loc["grid", "trial-seconds"])
+
+
+def test_asha_replay_prunes_at_the_rung_and_may_cut_the_eventual_winner(tmp_path):
+    grid = as_search(tmp_path, "grid", "grid", keep=lambda t: t["status"] == "finished")
+    trials, epochs = load_runs(grid), load_epochs(grid)
+    final = trials.set_index("trial_id")[f"final/{METRIC}"]
+    at_first = epochs[epochs["epoch"] == 1].set_index("trial_id")[METRIC]
+    # Halving keeps the 2 best of 4 at epoch 1: 4 epochs, then 2 more, of the full 8.
+    halving = efficiency.replay_asha(trials, epochs, METRIC, grace=1, reduction_factor=2)
+    assert halving["epochs / full run"] == pytest.approx(6 / 8)
+    assert halving["best kept"] == final[at_first.nlargest(2).index].max()
+    # Keeping 1 of 4 keeps the leader at epoch 1, which is not the best at the end in this fixture.
+    quarter = efficiency.replay_asha(trials, epochs, METRIC, grace=1, reduction_factor=4)
+    assert quarter["epochs / full run"] == pytest.approx(5 / 8)
+    assert quarter["best kept"] == final[at_first.idxmax()]
+    assert quarter["regret"] == pytest.approx(final.max() - final[at_first.idxmax()]) and quarter["regret"] > 0
+    assert len(efficiency.replay_table(trials, epochs, METRIC)) == 3  # grace 1, factors 2, 3 and 4
+
+
+def test_the_command_prints_the_table_and_refuses_bad_input(tmp_path, capsys):
+    grid = as_search(tmp_path, "grid", "grid", keep=lambda t: t["status"] == "finished")
+    assert efficiency.main([str(as_search(tmp_path, "tpe", "optuna")), str(grid)]) == 0
+    out = capsys.readouterr().out
+    assert "target: compinit_z_l2_acc >=" in out and "ASHA replayed on grid (4 trials" in out
+    assert efficiency.main([str(grid), "--within", "-1"]) == 2
+    assert "--within must be at least 0" in capsys.readouterr().err
+    assert efficiency.main([str(tmp_path)]) == 2
+    assert "sweep.json cannot be read" in capsys.readouterr().err
