@@ -149,3 +149,17 @@ print("torch" in sys.modules)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("metric, mode", [("val_loss", "min"), ("val_contrastive", "min"),
+                                          ("val_marginal_entropy", "max"), ("compinit_z_l2_silhouette", "max"),
+                                          ("compinit_z_l2_acc", "max")])
+def test_a_search_without_labels_can_rank_by_each_label_free_score(tmp_path, metric, mode):
+    """--metric takes every label-free score, and Tune is given its direction."""
+    from mixem.scores import metric_mode
+    from tune.arguments import resolve_args
+
+    args = resolve_args(sweep.build_parser().parse_args(["--dataset", "digits", "--metric", metric,
+                                                         "--output", str(tmp_path / "out")]), "sweep")
+    assert args.metric == metric and metric_mode(args.metric) == mode
+    assert not (tmp_path / "out").exists()
