@@ -103,11 +103,11 @@ def replay_asha(trials: pd.DataFrame, epochs: pd.DataFrame, metric: str, grace: 
 
 
 def replay_table(trials: pd.DataFrame, epochs: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """``replay_asha`` for every grace period at an evaluated epoch up to a third of the run and
+    """``replay_asha`` for every grace period at an evaluated epoch up to half the run and
     reduction factors 2, 3 and 4."""
     last = int(trials["epochs"].max())
     evaluated = sorted(int(epoch) for epoch in epochs.loc[epochs[metric].notna(), "epoch"].unique())
-    graces = [epoch for epoch in evaluated if epoch <= last // 3] or evaluated[:1]
+    graces = [epoch for epoch in evaluated if epoch <= last // 2] or evaluated[:1]
     return pd.DataFrame([replay_asha(trials, epochs, metric, grace, factor)
                          for grace in graces for factor in (2, 3, 4)])
 
