@@ -14,16 +14,27 @@ for the SimCLR head). For each criterion, over the trials that have both values:
 
     from analysis.selection import label_free_selection
     label_free_selection(trials, epochs, "compinit_z_l2_acc")   # every search, final and common point
+
+    python -m analysis.selection results/digits/optuna-seed* results/fashion-mnist/search
+
+prints, for every criterion, its median rank correlation and regret over the searches given (at
+each search's common point: every trial, early-stopped ones included), then each search's table.
 """
 
 from __future__ import annotations
 
+import argparse
 import math
+import sys
+from pathlib import Path
 
 import pandas as pd
 from scipy.stats import kendalltau, spearmanr
 
 from analysis import rungs, tables
+from analysis.best import sweep_metric
+from analysis.runs import load_epochs, load_runs
+from mixem.errors import MixemError
 from mixem.scores import SCORE_KEYS, is_label_free, metric_mode
 
 COLUMNS = ["criterion", "better", "trials", "Spearman", "Kendall", "picks", "its ACC", "regret"]
@@ -92,3 +103,50 @@ def label_free_selection(trials: pd.DataFrame, epochs: pd.DataFrame, metric: str
             frames.append(table.assign(sweep=sweep, dataset=dataset, point=point))
     columns = ["sweep", "dataset", "point", *COLUMNS]
     return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+
+
+def across_searches(selection: pd.DataFrame) -> pd.DataFrame:
+    """Per criterion and point kind ("final", "common point"), over the searches of ``selection``
+    (``label_free_selection``'s frame): how many searches, the median Spearman and Kendall, the
+    median and largest regret, and in how many searches it picked a trial within one ACC point of the
+    best. Sorted by median regret, then median Spearman."""
+    frame = selection.assign(kind=selection["point"].where(selection["point"] == "final", "common point"),
+                             close=selection["regret"] <= 0.01)
+    grouped = frame.groupby(["kind", "criterion"])
+    out = pd.DataFrame({"better": grouped["better"].first(), "searches": grouped.size(),
+                        "median Spearman": grouped["Spearman"].median(),
+                        "median Kendall": grouped["Kendall"].median(),
+                        "median regret": grouped["regret"].median(), "largest regret": grouped["regret"].max(),
+                        "within 1 point": grouped["close"].sum()}).reset_index()
+    out = out.assign(by_rho=-out["median Spearman"]).sort_values(["kind", "median regret", "by_rho"])
+    return out.drop(columns="by_rho").reset_index(drop=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m analysis.selection",
+                                     description="How well each label-free score would have picked the trials of "
+                                                 "the searches given, judged by the fixed variant's ACC.")
+    parser.add_argument("folders", nargs="+", type=Path, help="search folders (tune/sweep.py --output)")
+    args = parser.parse_args(argv)
+    try:
+        metric = sweep_metric(args.folders[0])
+        trials, epochs = load_runs(*args.folders), load_epochs(*args.folders)
+    except MixemError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    selection = label_free_selection(trials, epochs, metric)
+    if selection.empty:
+        print("error: none of these folders holds a search with a label-free score; pass tune/sweep.py "
+              "--output folders.", file=sys.stderr)
+        return 2
+    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.float_format", "{:.3f}".format):
+        print(f"Over {selection['sweep'].nunique()} searches (regret: best ACC minus the picked trial's ACC)\n")
+        print(across_searches(selection).to_string(index=False))
+        for (sweep, point), table in selection.groupby(["sweep", "point"], sort=False):
+            print(f"\n{sweep}, {point}:\n")
+            print(table.drop(columns=["sweep", "dataset", "point"]).to_string(index=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -74,3 +74,32 @@ def test_label_free_selection_reads_finished_trials_and_every_trial_at_the_commo
     assert final["trials"] == 3 and common["trials"] == 5  # the two early-stopped trials count at epoch 1
     assert final["picks"] == trials["trial_id"].iloc[4] and final["regret"] == 0.0
     assert common["Spearman"] == pytest.approx(1.0) and common["regret"] == 0.0
+
+
+def test_the_command_summarises_every_criterion_over_the_searches_given(tmp_path, capsys):
+    import shutil
+    from pathlib import Path
+
+    fixtures = Path(__file__).parent / "fixtures"
+    for name in ("first", "second"):
+        shutil.copytree(fixtures / "search", tmp_path / name)
+    assert selection.main([str(tmp_path / "first"), str(tmp_path / "second")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Over 2 searches")
+    single = selection.label_free_selection(*_runs(fixtures / "search"), "compinit_z_l2_acc")
+    summary = selection.across_searches(pd.concat([single.assign(sweep="a"), single.assign(sweep="b")]))
+    final = summary[summary["kind"] == "final"].set_index("criterion")
+    expected = single[single["point"] == "final"].set_index("criterion")
+    assert (final["searches"] == 2).all()
+    pd.testing.assert_series_equal(final["median regret"], expected.loc[final.index, "regret"], check_names=False)
+    assert list(final["median regret"]) == sorted(final["median regret"])
+    # An ablation has no search, and a folder without a sweep is refused, each in one sentence.
+    assert selection.main([str(fixtures / "ablation")]) == 2
+    assert "holds a search with a label-free score" in capsys.readouterr().err
+    assert selection.main([str(tmp_path)]) == 2
+    assert "sweep.json cannot be read" in capsys.readouterr().err
+
+
+def _runs(folder):
+    from analysis.runs import load_epochs, load_runs
+    return load_runs(folder), load_epochs(folder)
