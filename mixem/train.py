@@ -440,6 +440,7 @@ def _summary(record: dict) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog="python -m mixem.train",
         description="Train MIX'EM (or the SimCLR baseline) and evaluate K-means clusterings of its representations. "
         "Defaults are the authors'; each dataset's preset (mixem.config.DATASET_PRESETS) overrides some of them, "
@@ -503,10 +504,29 @@ def config_from_args(args: argparse.Namespace) -> Config:
             saved = json.loads(config_file.read_text())
         except json.JSONDecodeError:
             raise MixemError(f"{config_file} is corrupt; start a fresh run instead.") from None
+        if not isinstance(saved, dict):
+            raise MixemError(f"{config_file} is corrupt (not a JSON object of fields); start a fresh run instead.")
         return Config.from_flat({**saved, **explicit})
     dataset = explicit.get("dataset", FIELDS["dataset"].default)
     preset = ABLATIONS[args.preset] if args.preset else {}
     return Config.for_dataset(dataset, {**preset, **explicit})
+
+
+def check_run_flags(args: argparse.Namespace) -> None:
+    """The flags that are not config fields: --device, --data-dir, --out with --resume."""
+    if args.device is not None:
+        try:
+            device = torch.device(args.device)
+        except RuntimeError:
+            raise MixemError(f"--device {args.device} is not a torch device; pass cpu, cuda or cuda:N.") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise MixemError(f"--device {args.device}, but torch sees no GPU here; pass --device cpu or leave it out.")
+    if args.data_dir is not None and not args.download and not args.data_dir.is_dir():
+        raise MixemError(f"--data-dir {args.data_dir} is not a folder; pass the folder that holds the datasets "
+                         "(or add --download).")
+    if args.resume is not None and args.out is not None and args.out.resolve() != args.resume.resolve():
+        raise MixemError("--out and --resume name different folders; a resumed run continues in its own folder, "
+                         "so pass --resume alone.")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -521,6 +541,7 @@ def main(argv: list[str] | None = None) -> int:
     rank = _distributed()[0]
     try:
         config = config_from_args(args).validate()
+        check_run_flags(args)
         out = (
             args.resume
             or args.out

@@ -38,7 +38,10 @@ def error_of(main, capsys, argv) -> str:
     (["--dataset", "digits", "--max-epochs", "0"], "--max-epochs must be at least 1"),
     (["--dataset", "digits", "--grace-epochs", "0"], "--grace-epochs must be at least 1"),
     (["--dataset", "digits", "--max-epochs", "3", "--grace-epochs", "5"], "cannot exceed --max-epochs"),
-    (["--dataset", "digits", "--reduction-factor", "1"], "--reduction-factor must be more than 1"),
+    (["--dataset", "digits", "--reduction-factor", "1"], "--reduction-factor must be a finite number more than 1"),
+    (["--dataset", "digits", "--reduction-factor", "nan"], "--reduction-factor must be a finite number more than 1"),
+    (["--dataset", "digits", "--reduction-factor", "inf"], "--reduction-factor must be a finite number more than 1"),
+    (["--dataset", "digits", "--space", "w_push=0", "w_push=0.1"], "--space sets w_push twice"),
     (["--dataset", "digits", "--checkpoint-every", "-2"], "--checkpoint-every must be at least 0"),
     (["--dataset", "digits", "--seed", "-1"], "--seed must be at least 0"),
     (["--dataset", "digits", "--metric", "accuracy"], "--metric 'accuracy' is not a score"),
@@ -60,6 +63,10 @@ def test_sweep_refuses_bad_flags(tmp_path, capsys, argv, message):
     (["--presets", "simclr,bogus"], "Unknown preset(s) bogus"),
     (["--space", "w_push=0.3"], "which preset"),
     (["--space", "lr=1e-3,1e-2"], "searches nothing"),
+    (["--space", "lr=0.1", "lr=0.2"], "--space sets lr twice"),
+    (["--presets", ""], "--presets names no preset"),
+    (["--presets", ",,"], "--presets names no preset"),
+    (["--presets", "mixem,simclr,mixem"], "--presets names mixem more than once"),
 ])
 def test_ablation_refuses_bad_flags(tmp_path, capsys, argv, message):
     output = tmp_path / "out"
@@ -163,3 +170,28 @@ def test_a_search_without_labels_can_rank_by_each_label_free_score(tmp_path, met
                                                          "--output", str(tmp_path / "out")]), "sweep")
     assert args.metric == metric and metric_mode(args.metric) == mode
     assert not (tmp_path / "out").exists()
+
+
+def test_resume_refuses_changed_settings_and_a_corrupt_sweep_json(tmp_path, capsys):
+    """--resume takes only where-and-how flags anew; a sweep.json whose values would be refused on the
+    command line is refused on resume too. Nothing is written."""
+    import shutil
+    fixture = Path(__file__).parent / "fixtures" / "search"
+    output = tmp_path / "sweep"
+    shutil.copytree(fixture, output)
+    before = {path.name: path.read_bytes() for path in output.iterdir()}
+    message = error_of(sweep.main, capsys, ["--output", str(output), "--resume", "--metric", "val_loss"])
+    assert "--metric cannot change on --resume" in message
+    message = error_of(sweep.main, capsys, ["--output", str(output), "--resume", "--num-samples", "9", "--seed", "3"])
+    assert "--seed, --num-samples cannot change on --resume" in message
+    original = (output / "sweep.json").read_text()
+    settings = json.loads(original)
+    for field, value, expected in [("reduction_factor", 0.5, "--reduction-factor must be a finite number"),
+                                   ("metric", "bogus", "--metric 'bogus' is not a score"),
+                                   ("grace_epochs", 99, "cannot exceed --max-epochs")]:
+        (output / "sweep.json").write_text(json.dumps({**settings, "args": {**settings["args"], field: value}}))
+        assert expected in error_of(sweep.main, capsys, ["--output", str(output), "--resume"])
+    (output / "sweep.json").write_text(json.dumps({**settings, "storage": None}))
+    assert "sweep.json is corrupt" in error_of(sweep.main, capsys, ["--output", str(output), "--resume"])
+    (output / "sweep.json").write_text(original)  # only the changes above were the test's own
+    assert {path.name: path.read_bytes() for path in output.iterdir()} == before

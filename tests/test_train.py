@@ -197,6 +197,9 @@ def test_non_finite_loss_is_a_mixem_error_with_the_epoch(tmp_path, monkeypatch):
         (["--seed", "-1"], "--seed must lie in [0, 2**32)"),
         (["--epochs", "0"], "--epochs must be > 0"),
         (["--stl10-unlabeled"], "--stl10-unlabeled is for stl10 only"),
+        (["--device", "nope"], "--device nope is not a torch device"),
+        (["--data-dir", "/no/such/folder"], "--data-dir /no/such/folder is not a folder"),
+        *([] if torch.cuda.is_available() else [(["--device", "cuda"], "torch sees no GPU here")]),
     ],
 )
 def test_user_errors_exit_2_with_one_sentence(tmp_path, capsys, argv, message):
@@ -205,6 +208,18 @@ def test_user_errors_exit_2_with_one_sentence(tmp_path, capsys, argv, message):
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_resume_refuses_a_corrupt_config_and_another_out_folder(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("[1, 2]")
+    assert main(["--resume", str(run)]) == 2
+    assert "config.json is corrupt (not a JSON object of fields)" in capsys.readouterr().err
+    (run / "config.json").write_text(json.dumps(Config.for_dataset("digits").to_flat()))
+    assert main(["--resume", str(run), "--out", str(tmp_path / "elsewhere")]) == 2
+    assert "--out and --resume name different folders" in capsys.readouterr().err
+    assert not (tmp_path / "elsewhere").exists() and sorted(path.name for path in run.iterdir()) == ["config.json"]
 
 
 def test_an_out_that_is_a_file_exits_2(tmp_path, capsys):

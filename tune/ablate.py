@@ -33,6 +33,12 @@ DEFAULT_SEEDS = 3
 
 def check(args: argparse.Namespace, fixed: dict) -> None:
     """Fill the presets and seeds, and check them with the fixed fields."""
+    if args.presets is not None and not args.presets:
+        raise MixemError("--presets names no preset; name at least one, e.g. --presets simclr,mixem.")
+    twice = sorted({name for name in args.presets or [] if args.presets.count(name) > 1})
+    if twice:
+        raise MixemError(f"--presets names {', '.join(twice)} more than once; name each preset once "
+                         "(--seeds sets the repeats).")
     args.presets = args.presets or (SMOKE_PRESETS if args.smoke_test else LOSS_ABLATION + COMPONENT_ABLATION)
     unknown = [name for name in args.presets if name not in ABLATIONS]
     if unknown:
@@ -46,6 +52,7 @@ ABLATION = Experiment("ablation", "tune/ablate.py", search=False, check=check, p
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog="python tune/ablate.py",
         description="Run the paper's ablation presets (mixem.presets.ABLATIONS), each with --seeds seeds, on Ray; "
         "results in the sweep's Parquet schema with a preset column.",

@@ -20,6 +20,8 @@ from tune.results import EPOCHS_FILE, SETTINGS_FILE, STORAGE_FOLDER, TRIALS_FILE
 # What --smoke-test sets unless given explicitly: tiny, for CI and a first try.
 SMOKE = {"num_samples": 4, "max_epochs": 2, "grace_epochs": 1, "seeds": 1}
 SMOKE_FIXED = {"kmeans_n_init": 2, "interim_kmeans_n_init": 2, "eval_every": 1}
+# Flags that say which sweep to resume.
+RESUME_FLAGS = ("resume", "resume_from", "output")
 # Flags about where and how a sweep runs, which --resume takes anew; every other one is the sweep's own.
 WHERE = ("address", "max_concurrent", "workers_per_trial", "cpus_per_worker", "gpus_per_worker", "backend",
          "max_failures", "data_dir", "storage_shared", "compile", "verbose")
@@ -113,8 +115,9 @@ def resolve_args(args: argparse.Namespace, kind: str) -> argparse.Namespace:
     _at_least(args, 0, "max_failures", "gpus_per_worker", "checkpoint_every", "seed")
     if args.cpus_per_worker is not None and not (math.isfinite(args.cpus_per_worker) and args.cpus_per_worker > 0):
         raise MixemError(f"--cpus-per-worker must be more than 0, not {args.cpus_per_worker}.")
-    if getattr(args, "reduction_factor", 2) <= 1:
-        raise MixemError(f"--reduction-factor must be more than 1, not {args.reduction_factor}.")
+    factor = getattr(args, "reduction_factor", 2)
+    if factor is not None and not (math.isfinite(factor) and factor > 1):
+        raise MixemError(f"--reduction-factor must be a finite number more than 1, not {factor}.")
     if args.output is not None and args.output.exists() and not args.output.is_dir():
         raise MixemError(f"--output {args.output} is a file; pass a folder.")
     if args.data_dir is not None and "://" not in str(args.data_dir) and not args.data_dir.is_dir():
@@ -126,7 +129,18 @@ def resolve_args(args: argparse.Namespace, kind: str) -> argparse.Namespace:
                 raise MixemError(f"--{name} {value} is relative, and `ray job submit` runs this in a temporary "
                                  "folder that is deleted afterwards; pass an absolute path.")
     if args.resume or args.resume_from:
-        return _restored_args(args, kind)
+        changed = [name for name in getattr(args, "given", []) if name not in (*WHERE, *RESUME_FLAGS)]
+        if changed:
+            flags = ", ".join("--" + name.replace("_", "-") for name in changed)
+            raise MixemError(f"{flags} cannot change on --resume (a sweep keeps the settings it started with); "
+                             "leave them out, or start a new sweep with another --output.")
+        restored = _restored_args(args, kind)
+        try:
+            resolve_args(argparse.Namespace(**{**vars(restored), "resume": False, "resume_from": None,
+                                               "output": None, "storage": restored.storage, "given": []}), kind)
+        except MixemError as error:
+            raise MixemError(f"{args.output / SETTINGS_FILE} is corrupt: {error}") from None
+        return restored
     if args.dataset is None:
         raise MixemError("--dataset is required (unless --resume); e.g. --dataset digits.")
     Config.for_dataset(args.dataset)  # an unknown name fails here, with the list of datasets
@@ -183,6 +197,8 @@ def _restored_args(args: argparse.Namespace, kind: str) -> argparse.Namespace:
                              "script that started it.")
         restored = argparse.Namespace(**{**vars(args), **saved["args"]})
         restored.name, restored.storage = saved["name"], saved["storage"]
+        if not (isinstance(restored.name, str) and isinstance(restored.storage, str)):
+            raise TypeError("name and storage must be text")
         if args.resume_from:  # where the storage is now, which may not be where the sweep wrote it
             restored.storage, _, restored.name = args.resume_from.rstrip("/").rpartition("/")
     except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as error:

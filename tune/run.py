@@ -104,7 +104,7 @@ def run(args: argparse.Namespace, experiment: Experiment) -> int:
             lock = OutputLock(output)
             files = ResultFiles.open(output, args.metric, mirror)
             saved = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-                     if k not in ("output", "resume", "resume_from", "name", "storage")}
+                     if k not in ("output", "resume", "resume_from", "name", "storage", "given")}
             settings = {"kind": experiment.kind, "name": args.name, "storage": args.storage, "args": saved}
             (output / SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n")
             mirror.upload(output / SETTINGS_FILE)
@@ -152,9 +152,16 @@ def summarize(output: Path, metric: str, varied: list[str], wall_seconds: float)
           f"report:  python -m analysis.report {output}")
 
 
+def given_flags(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """The destinations of the options written out in ``argv`` (the parsers allow no abbreviations)."""
+    tokens = {token.split("=", 1)[0] for token in argv if token.startswith("--")}
+    return [action.dest for action in parser._actions if tokens & set(action.option_strings)]
+
+
 def main_of(parser: argparse.ArgumentParser, experiment: Experiment, argv: list[str] | None) -> int:
     """The entry point of a script: parse, run, and turn a user's error into one sentence and exit 2."""
     args = parser.parse_args(argv)
+    args.given = given_flags(parser, sys.argv[1:] if argv is None else argv)
     try:
         return run(args, experiment)
     except MixemError as error:

@@ -95,7 +95,7 @@ def read_space_args(tokens: list[str]) -> dict:
     for token in tokens:
         if "=" in token:
             name, value = token.split("=", 1)
-            specs[name.strip()] = value
+            _add(specs, name.strip(), value)
             continue
         path = Path(token)
         if not path.is_file():
@@ -106,8 +106,16 @@ def read_space_args(tokens: list[str]) -> dict:
             raise MixemError(f"--space file {path} is not valid JSON ({error}); fix it or pass NAME=VALUE.") from None
         if not isinstance(loaded, dict):
             raise MixemError(f"--space file {path} must hold a JSON object of {{NAME: value}}.")
-        specs.update(loaded)
+        for name, value in loaded.items():
+            _add(specs, name, value)
     return specs
+
+
+def _add(specs: dict, name: str, value) -> None:
+    if name in specs:
+        raise MixemError(f"--space sets {name} twice; keep one value (a list of choices goes in one entry: "
+                         f"{name}=A,B).")
+    specs[name] = value
 
 
 def resolve_space(dataset: str, specs: dict, base: dict, *, search: bool) -> tuple[dict, dict]:

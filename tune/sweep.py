@@ -30,6 +30,7 @@ SWEEP = Experiment("sweep", "tune/sweep.py", search=True, check=lambda args, fix
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog="python tune/sweep.py",
         description="Search MIX'EM's loss weights and K (tune/space.py) with Ray Tune: each trial trains with "
         "Ray Train, ASHA stops weak trials early, and every trial and epoch lands in Parquet files "
