@@ -28,8 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.best import sweep_metric
-from analysis.runs import load_epochs, load_runs
+from analysis.runs import load_epochs, load_runs, resolve_metric
 from mixem.errors import MixemError
 from mixem.scores import metric_mode
 from tune.results import SETTINGS_FILE
@@ -59,19 +58,29 @@ def compute_to_target(trials: pd.DataFrame, working: pd.Series, metric: str, tar
     return {"trial-seconds": wall, "training seconds": training, "reached": False}
 
 
-def efficiency_table(folders: list[Path], metric: str, within: float) -> tuple[pd.DataFrame, float]:
-    """One row per folder: its method, trials, compute to the target and in all; and the target."""
-    runs = {folder: (load_runs(folder), load_epochs(folder)) for folder in folders}
-    finished = pd.concat([trials[trials["status"] == "finished"] for trials, _ in runs.values()])
+def load_searches(folders: list[Path]) -> dict[Path, tuple[str, pd.DataFrame, pd.DataFrame]]:
+    """``{folder: (method, trials, epochs)}``, each folder's ``method_of``, ``load_runs`` and ``load_epochs``."""
+    searches = {}
+    for folder in folders:
+        trials, epochs = load_runs(folder), load_epochs(folder)  # first: they say when a folder does not exist
+        searches[folder] = (method_of(folder), trials, epochs)
+    return searches
+
+
+def efficiency_table(searches: dict[Path, tuple[str, pd.DataFrame, pd.DataFrame]], metric: str, within: float
+                     ) -> tuple[pd.DataFrame, float]:
+    """One row per search of ``load_searches``: its method, trials, compute to the target and in all;
+    and the target."""
+    finished = pd.concat([trials[trials["status"] == "finished"] for _, trials, _ in searches.values()])
     if finished.empty or finished[f"final/{metric}"].isna().all():
         raise MixemError(f"No finished trial has a value of {metric}; pass folders of finished searches.")
     best = finished[f"final/{metric}"].max() if metric_mode(metric) == "max" else finished[f"final/{metric}"].min()
     target = best - within if metric_mode(metric) == "max" else best + within
     rows = []
-    for folder, (trials, epochs) in runs.items():
+    for folder, (method, trials, epochs) in searches.items():
         working = (epochs["epoch_seconds"] + epochs["eval_seconds"]).groupby(epochs["trial_id"]).sum()
         reached = compute_to_target(trials, working, metric, target)
-        rows.append({"search": folder.name, "method": method_of(folder), "trials": len(trials),
+        rows.append({"search": folder.name, "method": method, "trials": len(trials),
                      **reached, "trial-seconds in all": trials["wall_seconds"].sum(),
                      "best found": trials[f"final/{metric}"].max()})
     return pd.DataFrame(rows), target
@@ -140,8 +149,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not args.within >= 0:
             raise MixemError(f"--within must be at least 0, not {args.within}.")
-        metric = args.metric or sweep_metric(args.folders[0])
-        table, target = efficiency_table(args.folders, metric, args.within)
+        searches = load_searches(args.folders)
+        metric = resolve_metric(args.folders, args.metric)
+        table, target = efficiency_table(searches, metric, args.within)
+        # ASHA is replayed only where every trial ran to the end, so each rung's ranking is known.
+        replays = {folder: (len(trials), replay_table(trials, epochs, metric))
+                   for folder, (method, trials, epochs) in searches.items()
+                   if (trials["status"] == "finished").all() and method in ("grid", "random")}
     except MixemError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -150,11 +164,9 @@ def main(argv: list[str] | None = None) -> int:
         print(table.to_string(index=False))
         print()
         print(summary(table).to_string())
-        for folder in args.folders:
-            trials, epochs = load_runs(folder), load_epochs(folder)
-            if (trials["status"] == "finished").all() and method_of(folder) in ("grid", "random"):
-                print(f"\nASHA replayed on {folder.name} ({len(trials)} trials, all run to the end):\n")
-                print(replay_table(trials, epochs, metric).to_string(index=False))
+        for folder, (count, replay) in replays.items():
+            print(f"\nASHA replayed on {folder.name} ({count} trials, all run to the end):\n")
+            print(replay.to_string(index=False))
     return 0
 
 

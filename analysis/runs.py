@@ -6,6 +6,7 @@ folders (an ablation and an Optuna search, say) load into one frame, told apart 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -14,8 +15,8 @@ import pyarrow.parquet as pq
 
 from mixem.config import LOSS_WEIGHTS
 from mixem.errors import MixemError
-from mixem.scores import SCORE_KEYS
-from tune.results import EPOCHS_FILE, TRIALS_FILE
+from mixem.scores import FIXED_VARIANT, SCORE_KEYS
+from tune.results import EPOCHS_FILE, SETTINGS_FILE, TRIALS_FILE
 
 CONFIG_COLUMNS = [f"config/{name}" for name in ("dataset", "seed", "head", "num_components", *LOSS_WEIGHTS,
                                                   "instance_form", "epochs")]
@@ -26,6 +27,7 @@ TRIAL_COLUMNS = (["trial_id", "preset", "dataset", "status", "error", *CONFIG_CO
 # Columns the analysis reads; others (trial_seconds, train_images, ...) are kept as they come.
 EPOCH_COLUMNS = ["trial_id", "preset", "epoch", "loss_total", *SCORE_KEYS]
 _FIX = "pass the --output folder of a tune/sweep.py or tune/ablate.py run"
+_RESTORE = "re-run the sweep, or restore the file from its copy in the sweep's --storage"
 
 
 def load_runs(*paths: str | Path) -> pd.DataFrame:
@@ -111,3 +113,40 @@ def _read(file: Path, required: list[str]) -> pd.DataFrame:
         raise MixemError(f"{file} lacks the columns {shown}, so it was not written by this version of the "
                          f"sweep; {_FIX}.")
     return table.to_pandas()
+
+
+def sweep_settings(folder: str | Path) -> dict:
+    """A sweep folder's ``sweep.json``: ``{"kind": "sweep" or "ablation", "args": {flag: value}, ...}``."""
+    path = Path(folder) / SETTINGS_FILE
+    if not path.is_file():
+        raise MixemError(f"{folder} holds no {SETTINGS_FILE}; {_FIX}.")
+    try:
+        settings = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise MixemError(f"{path} cannot be read ({error}); {_RESTORE}.") from None
+    if not isinstance(settings, dict) or not isinstance(settings.get("args"), dict):
+        raise MixemError(f"{path} is corrupt: it holds no args; {_RESTORE}.")
+    return settings
+
+
+def sweep_metric(folder: str | Path) -> str:
+    """The --metric a sweep folder was run with (its sweep.json), unchecked."""
+    return sweep_settings(folder)["args"].get("metric")
+
+
+def resolve_metric(paths, metric: str | None) -> str:
+    """``metric``, or the --metric of the first sweep folder (its sweep.json); MixemError if it is
+    not a score of an evaluation (a key of ``SCORE_KEYS``)."""
+    keys = f"a key of mixem.scores.METRIC_KEYS or VALIDATION_KEYS, e.g. {FIXED_VARIANT}_acc or val_loss"
+    if metric is None:
+        first = Path(paths[0])
+        folder = first if first.is_dir() else first.parent
+        if not (folder / SETTINGS_FILE).is_file():
+            raise MixemError(f"{folder} holds no {SETTINGS_FILE} to read the sweep's --metric from; pass --metric.")
+        metric = sweep_metric(folder)
+        if metric not in SCORE_KEYS:
+            raise MixemError(f"{folder / SETTINGS_FILE} is corrupt: its --metric {metric!r} is not a score of an "
+                             f"evaluation; pass --metric, {keys}.")
+    if metric not in SCORE_KEYS:
+        raise MixemError(f"--metric {metric} is not a score of an evaluation; pass {keys}.")
+    return metric

@@ -32,8 +32,7 @@ import pandas as pd
 from scipy.stats import kendalltau, spearmanr
 
 from analysis import rungs, tables
-from analysis.best import sweep_metric
-from analysis.runs import load_epochs, load_runs
+from analysis.runs import load_epochs, load_runs, resolve_metric
 from mixem.errors import MixemError
 from mixem.scores import SCORE_KEYS, is_label_free, metric_mode
 
@@ -129,8 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("folders", nargs="+", type=Path, help="search folders (tune/sweep.py --output)")
     args = parser.parse_args(argv)
     try:
-        metric = sweep_metric(args.folders[0])
         trials, epochs = load_runs(*args.folders), load_epochs(*args.folders)
+        metric = resolve_metric(args.folders, None)
     except MixemError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -39,7 +39,7 @@ def test_compute_to_target_counts_trials_in_the_order_they_ended_up_to_the_first
     tpe = as_search(tmp_path, "tpe", "optuna")
     grid = as_search(tmp_path, "grid", "grid", keep=lambda t: t["status"] == "finished")
     short = as_search(tmp_path, "short", "random", keep=lambda t: t["trial_id"] != best_id)
-    table, target = efficiency.efficiency_table([tpe, grid, short], METRIC, within=0.01)
+    table, target = efficiency.efficiency_table(efficiency.load_searches([tpe, grid, short]), METRIC, within=0.01)
     assert target == pytest.approx(trials[f"final/{METRIC}"].max() - 0.01)
     rows = table.set_index("search")
     assert list(rows["method"]) == ["tpe+asha", "grid", "random+asha"]
@@ -80,4 +80,37 @@ def test_the_command_prints_the_table_and_refuses_bad_input(tmp_path, capsys):
     assert efficiency.main([str(grid), "--within", "-1"]) == 2
     assert "--within must be at least 0" in capsys.readouterr().err
     assert efficiency.main([str(tmp_path)]) == 2
-    assert "sweep.json cannot be read" in capsys.readouterr().err
+    assert "holds no trials.parquet" in capsys.readouterr().err
+
+
+def contents(root: Path) -> dict:
+    """Every file under ``root`` and its bytes, to show that a refused command changed nothing."""
+    return {path: path.read_bytes() for path in sorted(root.rglob("*")) if path.is_file()}
+
+
+def error(capsys, root: Path, *args) -> str:
+    """The stderr of ``analysis.efficiency`` refusing ``args``: one sentence, exit 2, nothing under ``root``
+    changed."""
+    before = contents(root)
+    assert efficiency.main([str(arg) for arg in args]) == 2
+    captured = capsys.readouterr()
+    message = captured.err.strip()
+    assert message.startswith("error: ") and message.endswith(".") and "\n" not in message
+    assert captured.out == "" and contents(root) == before
+    return message
+
+
+def test_a_metric_that_is_not_a_score_is_refused(tmp_path, capsys):
+    tpe = as_search(tmp_path, "tpe", "optuna")
+    assert "--metric bogus is not a score of an evaluation" in error(capsys, tmp_path, tpe, "--metric", "bogus")
+    settings = json.loads((tpe / "sweep.json").read_text())
+    settings["args"]["metric"] = "bogus"
+    (tpe / "sweep.json").write_text(json.dumps(settings))
+    assert "sweep.json is corrupt: its --metric 'bogus' is not a score" in error(capsys, tmp_path, tpe)
+
+
+def test_a_missing_folder_is_named(tmp_path, capsys):
+    tpe = as_search(tmp_path, "tpe", "optuna")
+    missing = tmp_path / "nope"
+    assert error(capsys, tmp_path, tpe, missing) == (f"error: {missing} does not exist; pass the --output folder of "
+                                                     "a tune/sweep.py or tune/ablate.py run.")

@@ -97,7 +97,7 @@ def test_the_command_summarises_every_criterion_over_the_searches_given(tmp_path
     assert selection.main([str(fixtures / "ablation")]) == 2
     assert "holds a search with a label-free score" in capsys.readouterr().err
     assert selection.main([str(tmp_path)]) == 2
-    assert "sweep.json cannot be read" in capsys.readouterr().err
+    assert "holds no trials.parquet" in capsys.readouterr().err
 
 
 def _runs(folder):
