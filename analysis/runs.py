@@ -25,7 +25,9 @@ TRIAL_COLUMNS = (["trial_id", "preset", "dataset", "status", "error", *CONFIG_CO
                  + [f"{stage}/{key}" for stage in ("final", "best") for key in SCORE_KEYS]
                  + ["epochs", "wall_seconds", "gpu_seconds", "cpu_seconds"])
 # Columns the analysis reads; others (trial_seconds, train_images, ...) are kept as they come.
-EPOCH_COLUMNS = ["trial_id", "preset", "epoch", "loss_total", *SCORE_KEYS]
+EPOCH_COLUMNS = ["trial_id", "preset", "epoch", "loss_total", "epoch_seconds", "eval_seconds", *SCORE_KEYS]
+# Of the columns read, these hold text and every other one but config/<field> (of its field's type) numbers.
+TEXT_COLUMNS = ("trial_id", "preset", "dataset", "status", "error")
 _FIX = "pass the --output folder of a tune/sweep.py or tune/ablate.py run"
 _RESTORE = "re-run the sweep, or restore the file from its copy in the sweep's --storage"
 
@@ -46,7 +48,8 @@ def load_runs(*paths: str | Path) -> pd.DataFrame:
     ``VALIDATION_KEYS``, e.g. ``val_loss``);
     ``*_seconds`` are ``wall_seconds``, ``gpu_seconds`` (wall x GPUs held), ``cpu_seconds``.
     Raises MixemError (one sentence naming the fix) for a path that does not exist, a folder
-    without trials, or a file that is not a sweep's.
+    without trials, a file that is not a sweep's, or one that is corrupt (a column that holds text
+    where numbers belong, or numbers where text belongs).
     """
     frames = []
     for label, file in _resolve(paths, TRIALS_FILE):
@@ -112,7 +115,24 @@ def _read(file: Path, required: list[str]) -> pd.DataFrame:
         shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
         raise MixemError(f"{file} lacks the columns {shown}, so it was not written by this version of the "
                          f"sweep; {_FIX}.")
+    for column in required:
+        expected = "text" if column in TEXT_COLUMNS else None if column.startswith("config/") else "numbers"
+        held = _holds(table.schema.field(column).type)
+        if expected is not None and held != expected:
+            raise MixemError(f"{file} is corrupt: column {column} holds {held} where {expected} "
+                             f"{'belongs' if expected == 'text' else 'belong'}; {_RESTORE}.")
     return table.to_pandas()
+
+
+def _holds(kind: pa.DataType) -> str:
+    """What a column of Arrow type ``kind`` holds, in the words of an error message."""
+    if pa.types.is_dictionary(kind):  # a pandas categorical
+        kind = kind.value_type
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind):
+        return "numbers"
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind):
+        return "text"
+    return "nothing" if pa.types.is_null(kind) else f"{kind} values"
 
 
 def sweep_settings(folder: str | Path) -> dict:

@@ -4,6 +4,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from analysis import best
@@ -62,3 +63,10 @@ def test_a_missing_folder_is_named(tmp_path, capsys):
     missing = tmp_path / "nope"
     assert error(capsys, tmp_path, missing) == (f"error: {missing} does not exist; pass the --output folder of a "
                                                 "tune/sweep.py or tune/ablate.py run.")
+
+
+def test_a_column_of_the_wrong_type_is_refused(tmp_path, capsys):
+    search = copy(tmp_path, "search")
+    trials = pd.read_parquet(search / "trials.parquet")
+    trials.assign(**{"final/compinit_z_l2_acc": "0.9"}).to_parquet(search / "trials.parquet")
+    assert "column final/compinit_z_l2_acc holds text where numbers belong" in error(capsys, tmp_path, search)

@@ -114,3 +114,20 @@ def test_a_missing_folder_is_named(tmp_path, capsys):
     missing = tmp_path / "nope"
     assert error(capsys, tmp_path, tpe, missing) == (f"error: {missing} does not exist; pass the --output folder of "
                                                      "a tune/sweep.py or tune/ablate.py run.")
+
+
+@pytest.mark.parametrize("column", ["epoch_seconds", "eval_seconds"])
+def test_epochs_without_the_training_times_are_refused(tmp_path, capsys, column):
+    tpe = as_search(tmp_path, "tpe", "optuna")
+    epochs = pd.read_parquet(tpe / "epochs.parquet")
+    epochs.drop(columns=column).to_parquet(tpe / "epochs.parquet")
+    assert f"epochs.parquet lacks the columns {column}, so" in error(capsys, tmp_path, tpe)
+    epochs.assign(**{column: "1s"}).to_parquet(tpe / "epochs.parquet")
+    assert f"is corrupt: column {column} holds text where numbers belong" in error(capsys, tmp_path, tpe)
+
+
+def test_a_trials_column_of_the_wrong_type_is_refused(tmp_path, capsys):
+    tpe = as_search(tmp_path, "tpe", "optuna")
+    trials = pd.read_parquet(tpe / "trials.parquet")
+    trials.assign(status=0).to_parquet(tpe / "trials.parquet")
+    assert "is corrupt: column status holds numbers where text belongs" in error(capsys, tmp_path, tpe)

@@ -147,6 +147,32 @@ def test_bad_input_is_one_sentence_and_exit_2(tmp_path, capsys):
     assert sorted(path.name for path in tmp_path.iterdir()) == ["epochs.parquet", "file", "trials.parquet"]
 
 
+@pytest.mark.parametrize(("column", "value", "held"), [
+    (f"final/{METRIC}", "0.5", "text where numbers belong"), ("best/val_loss", "low", "text where numbers belong"),
+    ("wall_seconds", "1h", "text where numbers belong"), ("status", 1, "numbers where text belongs"),
+    ("trial_id", 7, "numbers where text belongs"), ("epochs", True, "bool values where numbers belong")])
+def test_a_trials_column_of_the_wrong_type_is_refused(tmp_path, capsys, column, value, held):
+    sweep = tmp_path / "search"
+    shutil.copytree(SWEEPS[1], sweep)
+    trials = pd.read_parquet(sweep / "trials.parquet")
+    trials.assign(**{column: value}).to_parquet(sweep / "trials.parquet")
+    before = {path: path.read_bytes() for path in sweep.iterdir()}
+    message = _error(capsys, sweep, "--metric", METRIC)
+    assert message.startswith(f"error: {sweep / 'trials.parquet'} is corrupt: column {column} holds {held}; re-run")
+    assert {path: path.read_bytes() for path in sweep.iterdir()} == before
+
+
+def test_an_epochs_column_of_the_wrong_type_is_refused(tmp_path, capsys):
+    sweep = tmp_path / "search"
+    shutil.copytree(SWEEPS[1], sweep)
+    epochs = pd.read_parquet(sweep / "epochs.parquet")
+    epochs.assign(**{METRIC: epochs[METRIC].astype(str)}).to_parquet(sweep / "epochs.parquet")
+    assert f"is corrupt: column {METRIC} holds text where numbers belong" in _error(capsys, sweep)
+    epochs.drop(columns="eval_seconds").to_parquet(sweep / "epochs.parquet")
+    assert "epochs.parquet lacks the columns eval_seconds, so" in _error(capsys, sweep)
+    assert sorted(path.name for path in sweep.iterdir()) == ["epochs.parquet", "sweep.json", "trials.parquet"]
+
+
 def test_cli_entry_point_exits_2():
     done = subprocess.run([sys.executable, "-m", "analysis.report", "no/such/sweep"], capture_output=True,
                           text=True, cwd=ROOT)
