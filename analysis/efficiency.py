@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.runs import load_epochs, load_runs, resolve_metric
+from analysis.runs import folders_of, load_epochs, load_runs, resolve_metric
 from mixem.errors import MixemError
 from mixem.scores import metric_mode
 from tune.results import SETTINGS_FILE
@@ -59,9 +59,10 @@ def compute_to_target(trials: pd.DataFrame, working: pd.Series, metric: str, tar
 
 
 def load_searches(folders: list[Path]) -> dict[Path, tuple[str, pd.DataFrame, pd.DataFrame]]:
-    """``{folder: (method, trials, epochs)}``, each folder's ``method_of``, ``load_runs`` and ``load_epochs``."""
+    """``{folder: (method, trials, epochs)}``, each folder's ``method_of``, ``load_runs`` and ``load_epochs``;
+    MixemError if two paths are of the same folder."""
     searches = {}
-    for folder in folders:
+    for folder in folders_of(folders):
         trials, epochs = load_runs(folder), load_epochs(folder)  # first: they say when a folder does not exist
         searches[folder] = (method_of(folder), trials, epochs)
     return searches

@@ -48,8 +48,8 @@ def load_runs(*paths: str | Path) -> pd.DataFrame:
     ``VALIDATION_KEYS``, e.g. ``val_loss``);
     ``*_seconds`` are ``wall_seconds``, ``gpu_seconds`` (wall x GPUs held), ``cpu_seconds``.
     Raises MixemError (one sentence naming the fix) for a path that does not exist, a folder
-    without trials, a file that is not a sweep's, or one that is corrupt (a column that holds text
-    where numbers belong, or numbers where text belongs).
+    without trials, a folder given twice, a file that is not a sweep's, or one that is corrupt (a
+    column that holds text where numbers belong or numbers where text belongs, a trial twice).
     """
     frames = []
     for label, file in _resolve(paths, TRIALS_FILE):
@@ -57,12 +57,12 @@ def load_runs(*paths: str | Path) -> pd.DataFrame:
         if frame.empty:
             raise MixemError(f"{file} holds no trials yet; wait until a trial of the sweep finishes, or "
                              f"pass another folder.")
+        repeated = frame["trial_id"].duplicated()
+        if repeated.any():  # a sweep writes each trial's row once
+            raise MixemError(f"{file} is corrupt: trial {frame.loc[repeated, 'trial_id'].iloc[0]!r} appears twice "
+                             f"in it; {_RESTORE}.")
         frames.append(frame.assign(sweep=label))
     trials = pd.concat(frames, ignore_index=True)
-    repeated = trials.duplicated(["sweep", "trial_id"])
-    if repeated.any():
-        raise MixemError(f"Trial {trials.loc[repeated, 'trial_id'].iloc[0]!r} appears twice; pass each sweep "
-                         f"folder once.")
     return trials[["sweep", *(c for c in trials.columns if c != "sweep")]]
 
 
@@ -82,15 +82,28 @@ def load_epochs(*paths: str | Path) -> pd.DataFrame:
     return epochs[["sweep", *(c for c in epochs.columns if c != "sweep")]]
 
 
-def _resolve(paths, file_name: str) -> list[tuple[str, Path]]:
-    """(label, file) per path: a sweep folder, or a Parquet file inside one."""
+def folders_of(paths) -> list[Path]:
+    """The sweep folder of each path (a folder, or a file inside one); MixemError if no path is given,
+    one does not exist, or two are of the same folder (its trials would count twice)."""
     if not paths:
         raise MixemError(f"No sweep folder given; {_FIX}.")
     paths = [Path(path) for path in paths]
     for path in paths:
         if not path.exists():
             raise MixemError(f"{path} does not exist; {_FIX}.")
-    folders = [path if path.is_dir() else path.parent for path in paths]
+    folders, seen = [path if path.is_dir() else path.parent for path in paths], {}
+    for path, folder in zip(paths, folders, strict=True):
+        if folder.resolve() in seen:
+            raise MixemError(f"{seen[folder.resolve()]} and {path} are the same sweep folder; pass each sweep "
+                             f"folder once.")
+        seen[folder.resolve()] = path
+    return folders
+
+
+def _resolve(paths, file_name: str) -> list[tuple[str, Path]]:
+    """(label, file) per path: a sweep folder, or a Parquet file inside one."""
+    folders = folders_of(paths)
+    paths = [Path(path) for path in paths]
     names = [folder.resolve().name for folder in folders]
     resolved = []
     for path, folder in zip(paths, folders, strict=True):

@@ -70,3 +70,12 @@ def test_a_column_of_the_wrong_type_is_refused(tmp_path, capsys):
     trials = pd.read_parquet(search / "trials.parquet")
     trials.assign(**{"final/compinit_z_l2_acc": "0.9"}).to_parquet(search / "trials.parquet")
     assert "column final/compinit_z_l2_acc holds text where numbers belong" in error(capsys, tmp_path, search)
+
+
+def test_a_trial_twice_in_its_file_is_a_corrupt_file(tmp_path, capsys):
+    search = copy(tmp_path, "search")
+    trials = pd.read_parquet(search / "trials.parquet")
+    pd.concat([trials, trials.iloc[[0]]]).to_parquet(search / "trials.parquet")
+    message = error(capsys, tmp_path, search)
+    assert f"{search / 'trials.parquet'} is corrupt: trial {trials['trial_id'][0]!r} appears twice in it" in message
+    assert "pass each sweep folder once" not in message

@@ -131,3 +131,10 @@ def test_a_trials_column_of_the_wrong_type_is_refused(tmp_path, capsys):
     trials = pd.read_parquet(tpe / "trials.parquet")
     trials.assign(status=0).to_parquet(tpe / "trials.parquet")
     assert "is corrupt: column status holds numbers where text belongs" in error(capsys, tmp_path, tpe)
+
+
+def test_a_folder_given_twice_is_refused(tmp_path, capsys):
+    tpe = as_search(tmp_path, "tpe", "optuna")
+    grid = as_search(tmp_path, "grid", "grid", keep=lambda t: t["status"] == "finished")
+    assert error(capsys, tmp_path, tpe, grid, tpe) == (f"error: {tpe} and {tpe} are the same sweep folder; pass "
+                                                       "each sweep folder once.")

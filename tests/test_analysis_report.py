@@ -77,7 +77,7 @@ def test_load_runs_reads_several_folders_and_joins_epochs():
     assert set(trials["sweep"]) == {"ablation", "search"} == set(epochs["sweep"])
     joined = epochs.merge(trials[["sweep", "trial_id"]], on=["sweep", "trial_id"])
     assert len(joined) == len(epochs)
-    with pytest.raises(MixemError, match="appears twice"):
+    with pytest.raises(MixemError, match="are the same sweep folder; pass each sweep folder once"):
         load_runs(SWEEPS[0], SWEEPS[0] / "trials.parquet")
 
 
@@ -171,6 +171,27 @@ def test_an_epochs_column_of_the_wrong_type_is_refused(tmp_path, capsys):
     epochs.drop(columns="eval_seconds").to_parquet(sweep / "epochs.parquet")
     assert "epochs.parquet lacks the columns eval_seconds, so" in _error(capsys, sweep)
     assert sorted(path.name for path in sweep.iterdir()) == ["epochs.parquet", "sweep.json", "trials.parquet"]
+
+
+def test_a_folder_given_twice_is_refused(tmp_path, capsys):
+    sweep = tmp_path / "search"
+    shutil.copytree(SWEEPS[1], sweep)
+    (tmp_path / "other").mkdir()
+    for again in (sweep, sweep / "trials.parquet", tmp_path / "other" / ".." / "search"):
+        message = _error(capsys, sweep, again, "--out", tmp_path / "report")
+        assert message == f"error: {sweep} and {again} are the same sweep folder; pass each sweep folder once."
+    assert not (tmp_path / "report").exists()
+
+
+def test_a_trial_twice_in_one_file_is_a_corrupt_file(tmp_path, capsys):
+    sweep = tmp_path / "search"
+    shutil.copytree(SWEEPS[1], sweep)
+    trials = pd.read_parquet(sweep / "trials.parquet")
+    pd.concat([trials, trials.iloc[[2]]]).to_parquet(sweep / "trials.parquet")
+    message = _error(capsys, sweep, "--out", tmp_path / "report")
+    assert message.startswith(f"error: {sweep / 'trials.parquet'} is corrupt: trial {trials['trial_id'][2]!r} "
+                              "appears twice in it; re-run the sweep")
+    assert not (tmp_path / "report").exists()
 
 
 def test_cli_entry_point_exits_2():
