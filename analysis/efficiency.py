@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.runs import folders_of, load_epochs, load_runs, resolve_metric
+from analysis.runs import RESTORE, folders_of, load_epochs, load_runs, resolve_metric, sweep_settings
 from mixem.errors import MixemError
 from mixem.scores import metric_mode
 from tune.results import SETTINGS_FILE
@@ -36,11 +36,18 @@ from tune.results import SETTINGS_FILE
 
 def method_of(folder: Path) -> str:
     """"tpe+asha", "random+asha", "grid", ... from a search folder's sweep.json."""
-    try:
-        args = json.loads((folder / SETTINGS_FILE).read_text())["args"]
-    except (OSError, json.JSONDecodeError, KeyError) as error:
-        raise MixemError(f"{folder} has no readable sweep.json ({error!r}); pass --output folders of tune/sweep.py."
-                         ) from None
+    settings = sweep_settings(folder)
+    if settings.get("kind") == "ablation":
+        raise MixemError(f"{folder} holds an ablation (tune/ablate.py), not a search; pass --output folders of "
+                         "tune/sweep.py.")
+    args = settings["args"]
+    wanted = {"search": (str, "the name of a searcher"), "grace_epochs": (int, "a whole number"),
+              "max_epochs": (int, "a whole number")}
+    for name, (kind, what) in wanted.items():
+        value = args.get(name)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise MixemError(f"{folder / SETTINGS_FILE} is corrupt: args.{name} is {json.dumps(value)}, not {what}; "
+                             f"{RESTORE}.")
     name = {"optuna": "tpe"}.get(args["search"], args["search"])
     return name + ("+asha" if args["grace_epochs"] < args["max_epochs"] else "")
 
@@ -148,8 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--within", type=float, default=0.01, help="how close to the best counts (default: 0.01)")
     args = parser.parse_args(argv)
     try:
-        if not args.within >= 0:
-            raise MixemError(f"--within must be at least 0, not {args.within}.")
+        if not (math.isfinite(args.within) and args.within >= 0):
+            raise MixemError(f"--within must be a finite number at least 0, not {args.within}.")
         searches = load_searches(args.folders)
         metric = resolve_metric(args.folders, args.metric)
         table, target = efficiency_table(searches, metric, args.within)

@@ -29,7 +29,8 @@ EPOCH_COLUMNS = ["trial_id", "preset", "epoch", "loss_total", "epoch_seconds", "
 # Of the columns read, these hold text and every other one but config/<field> (of its field's type) numbers.
 TEXT_COLUMNS = ("trial_id", "preset", "dataset", "status", "error")
 _FIX = "pass the --output folder of a tune/sweep.py or tune/ablate.py run"
-_RESTORE = "re-run the sweep, or restore the file from its copy in the sweep's --storage"
+# The fix for a corrupt file of a sweep.
+RESTORE = "re-run the sweep, or restore the file from its copy in the sweep's --storage"
 
 
 def load_runs(*paths: str | Path) -> pd.DataFrame:
@@ -60,7 +61,7 @@ def load_runs(*paths: str | Path) -> pd.DataFrame:
         repeated = frame["trial_id"].duplicated()
         if repeated.any():  # a sweep writes each trial's row once
             raise MixemError(f"{file} is corrupt: trial {frame.loc[repeated, 'trial_id'].iloc[0]!r} appears twice "
-                             f"in it; {_RESTORE}.")
+                             f"in it; {RESTORE}.")
         frames.append(frame.assign(sweep=label))
     trials = pd.concat(frames, ignore_index=True)
     return trials[["sweep", *(c for c in trials.columns if c != "sweep")]]
@@ -133,7 +134,7 @@ def _read(file: Path, required: list[str]) -> pd.DataFrame:
         held = _holds(table.schema.field(column).type)
         if expected is not None and held != expected:
             raise MixemError(f"{file} is corrupt: column {column} holds {held} where {expected} "
-                             f"{'belongs' if expected == 'text' else 'belong'}; {_RESTORE}.")
+                             f"{'belongs' if expected == 'text' else 'belong'}; {RESTORE}.")
     return table.to_pandas()
 
 
@@ -156,9 +157,9 @@ def sweep_settings(folder: str | Path) -> dict:
     try:
         settings = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise MixemError(f"{path} cannot be read ({error}); {_RESTORE}.") from None
+        raise MixemError(f"{path} cannot be read ({error}); {RESTORE}.") from None
     if not isinstance(settings, dict) or not isinstance(settings.get("args"), dict):
-        raise MixemError(f"{path} is corrupt: it holds no args; {_RESTORE}.")
+        raise MixemError(f"{path} is corrupt: it holds no args; {RESTORE}.")
     return settings
 
 

@@ -77,8 +77,9 @@ def test_the_command_prints_the_table_and_refuses_bad_input(tmp_path, capsys):
     assert efficiency.main([str(as_search(tmp_path, "tpe", "optuna")), str(grid)]) == 0
     out = capsys.readouterr().out
     assert "target: compinit_z_l2_acc >=" in out and "ASHA replayed on grid (4 trials" in out
-    assert efficiency.main([str(grid), "--within", "-1"]) == 2
-    assert "--within must be at least 0" in capsys.readouterr().err
+    for within in ("-1", "inf", "nan"):
+        assert efficiency.main([str(grid), "--within", within]) == 2
+        assert f"--within must be a finite number at least 0, not {float(within)}" in capsys.readouterr().err
     assert efficiency.main([str(tmp_path)]) == 2
     assert "holds no trials.parquet" in capsys.readouterr().err
 
@@ -138,3 +139,25 @@ def test_a_folder_given_twice_is_refused(tmp_path, capsys):
     grid = as_search(tmp_path, "grid", "grid", keep=lambda t: t["status"] == "finished")
     assert error(capsys, tmp_path, tpe, grid, tpe) == (f"error: {tpe} and {tpe} are the same sweep folder; pass "
                                                        "each sweep folder once.")
+
+
+def test_an_ablation_folder_is_not_a_search(tmp_path, capsys):
+    ablation = tmp_path / "ablation"
+    shutil.copytree(FIXTURE.parent / "ablation", ablation)
+    tpe = as_search(tmp_path, "tpe", "optuna")
+    assert error(capsys, tmp_path, tpe, ablation) == (f"error: {ablation} holds an ablation (tune/ablate.py), not a "
+                                                      "search; pass --output folders of tune/sweep.py.")
+
+
+@pytest.mark.parametrize(("name", "value", "shown"), [("search", None, "null"), ("max_epochs", "two", '"two"'),
+                                                      ("grace_epochs", 1.5, "1.5"), ("max_epochs", True, "true")])
+def test_a_corrupt_sweep_json_is_named(tmp_path, capsys, name, value, shown):
+    tpe = as_search(tmp_path, "tpe", "optuna")
+    settings = json.loads((tpe / "sweep.json").read_text())
+    settings["args"][name] = value
+    (tpe / "sweep.json").write_text(json.dumps(settings))
+    assert error(capsys, tmp_path, tpe).startswith(f"error: {tpe / 'sweep.json'} is corrupt: args.{name} is {shown}, "
+                                                   "not ")
+    del settings["args"][name]
+    (tpe / "sweep.json").write_text(json.dumps(settings))
+    assert f"is corrupt: args.{name} is null, not " in error(capsys, tmp_path, tpe)
