@@ -82,8 +82,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         trials = load_runs(args.sweep)
+        searched = trials[trials["preset"] == ""]  # an ablation's trials are named by their preset
+        if searched.empty:
+            raise MixemError(f"{args.sweep} holds an ablation (tune/ablate.py), not a search; pass the --output "
+                             "folder of a tune/sweep.py run.")
         metric = resolve_metric([args.sweep], args.metric)
-        best = best_trial(trials[trials["preset"] == ""], metric)
+        best = best_trial(searched, metric)
     except MixemError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -79,3 +79,9 @@ def test_a_trial_twice_in_its_file_is_a_corrupt_file(tmp_path, capsys):
     message = error(capsys, tmp_path, search)
     assert f"{search / 'trials.parquet'} is corrupt: trial {trials['trial_id'][0]!r} appears twice in it" in message
     assert "pass each sweep folder once" not in message
+
+
+def test_an_ablation_folder_is_not_a_search(tmp_path, capsys):
+    ablation = copy(tmp_path, "ablation")
+    assert error(capsys, tmp_path, ablation) == (f"error: {ablation} holds an ablation (tune/ablate.py), not a search; "
+                                                 "pass the --output folder of a tune/sweep.py run.")
