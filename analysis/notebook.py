@@ -6,7 +6,8 @@
 The notebook reads the sweep folders in $MIXEM_SWEEPS (separated by os.pathsep, ":" on Linux), else
 ``DEFAULT_SWEEPS`` (relative to the repository root); ``--sweeps`` sets that variable for the run.
 It shows the sections of ``analysis.report`` with ``show``. Needs the dev extras (nbclient,
-ipykernel). A notebook that fails is not saved: the file keeps its earlier outputs.
+ipykernel). Folders the notebook could not read are refused before the kernel starts, and a
+notebook that fails is not saved: the file keeps its earlier outputs.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-from analysis.runs import load_runs
+from analysis.runs import load_epochs, load_runs, resolve_metric
 from mixem.errors import MixemError
 from mixem.files import write_atomic
 
@@ -85,7 +86,11 @@ def main(argv: list[str] | None = None) -> int:
     from nbclient.exceptions import CellExecutionError
 
     try:
-        load_runs(*(args.sweeps or sweep_folders()))  # bad folders fail here, in one sentence
+        # What the notebook's first cells read, so that bad folders fail here in one sentence, before
+        # the kernel starts, rather than as a failed cell minutes later.
+        folders = args.sweeps or sweep_folders()
+        load_runs(*folders), load_epochs(*folders)
+        resolve_metric(folders, None)
         notebook = execute(args.sweeps)
     except MixemError as error:
         print(f"error: {error}", file=sys.stderr)

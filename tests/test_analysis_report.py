@@ -211,3 +211,27 @@ def test_notebook_executes_on_the_fixture_without_saving(monkeypatch):
     assert sum("image/png" in output.get("data", {}) for output in outputs) == 5
     assert sum("text/html" in output.get("data", {}) for output in outputs) == 10  # the tables
     assert notebook.NOTEBOOK.read_bytes() == saved
+
+
+def test_notebook_refuses_bad_folders_before_the_kernel_starts(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(notebook, "execute", lambda sweeps=None: pytest.fail("the kernel started"))
+    saved = notebook.NOTEBOOK.read_bytes()
+    sweep = tmp_path / "search"
+    shutil.copytree(SWEEPS[1], sweep)
+
+    def refused() -> str:
+        assert notebook.main(["--sweeps", str(sweep), str(SWEEPS[0])]) == 2
+        message = capsys.readouterr().err.strip()
+        assert message.startswith("error: ") and message.endswith(".") and "\n" not in message
+        return message
+
+    epochs = (sweep / "epochs.parquet").read_bytes()
+    (sweep / "epochs.parquet").write_bytes(epochs[: len(epochs) // 2])  # a copy cut short
+    assert "epochs.parquet is not a readable Parquet file" in refused()
+    (sweep / "epochs.parquet").write_bytes(epochs)
+    settings = (sweep / "sweep.json").read_text()
+    (sweep / "sweep.json").write_text(settings.replace(METRIC, "bogus"))
+    assert "sweep.json is corrupt: its --metric 'bogus' is not a score" in refused()
+    (sweep / "sweep.json").unlink()
+    assert "holds no sweep.json to read the sweep's --metric from" in refused()
+    assert notebook.NOTEBOOK.read_bytes() == saved
