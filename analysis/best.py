@@ -75,7 +75,8 @@ def commands(trial: pd.Series, seeds: int = 3) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m analysis.best", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m analysis.best", description=__doc__.split("\n")[0],
+                                     allow_abbrev=False)
     parser.add_argument("sweep", type=Path, help="the --output folder of a tune/sweep.py run")
     parser.add_argument("--metric", help="rank by this score (default: the sweep's --metric)")
     parser.add_argument("--space", action="store_true", help="print only NAME=VALUE of the best config, one line")

@@ -149,7 +149,8 @@ def summary(table: pd.DataFrame, baseline: str = "grid") -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m analysis.efficiency", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m analysis.efficiency", description=__doc__.split("\n")[0],
+                                     allow_abbrev=False)
     parser.add_argument("folders", nargs="+", type=Path, help="search folders (tune/sweep.py --output)")
     parser.add_argument("--metric", default=None, help="the score compared (default: the first folder's --metric)")
     parser.add_argument("--within", type=float, default=0.01, help="how close to the best counts (default: 0.01)")

@@ -78,7 +78,8 @@ def execute(sweeps: list[Path] | None = None):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m analysis.notebook", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m analysis.notebook", description=__doc__.split("\n")[0],
+                                     allow_abbrev=False)
     parser.add_argument("--sweeps", nargs="+", type=Path, metavar="DIR",
                         help=f"sweep folders to read (default: ${SWEEPS_VARIABLE}, else {', '.join(DEFAULT_SWEEPS)})")
     args = parser.parse_args(argv)

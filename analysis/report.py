@@ -391,7 +391,8 @@ def write_report(paths: list[str | Path], out: str | Path | None = None, stage: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__.split("\n")[0],
+                                     allow_abbrev=False)
     parser.add_argument("sweeps", nargs="+", metavar="DIR",
                         help="sweep output folders (--output of tune/sweep.py or tune/ablate.py), read together")
     parser.add_argument("--out", type=Path, help="folder to write the report into (default: the first DIR)")

@@ -124,7 +124,8 @@ def across_searches(selection: pd.DataFrame) -> pd.DataFrame:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m analysis.selection",
                                      description="How well each label-free score would have picked the trials of "
-                                                 "the searches given, judged by the fixed variant's ACC.")
+                                                 "the searches given, judged by the fixed variant's ACC.",
+                                     allow_abbrev=False)
     parser.add_argument("folders", nargs="+", type=Path, help="search folders (tune/sweep.py --output)")
     args = parser.parse_args(argv)
     try:

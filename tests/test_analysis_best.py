@@ -85,3 +85,9 @@ def test_an_ablation_folder_is_not_a_search(tmp_path, capsys):
     ablation = copy(tmp_path, "ablation")
     assert error(capsys, tmp_path, ablation) == (f"error: {ablation} holds an ablation (tune/ablate.py), not a search; "
                                                  "pass the --output folder of a tune/sweep.py run.")
+
+
+def test_an_abbreviated_flag_is_refused(capsys):
+    with pytest.raises(SystemExit) as exited:
+        best.main([str(FIXTURES / "search"), "--spa"])  # not taken for --space
+    assert exited.value.code == 2 and "unrecognized arguments: --spa" in capsys.readouterr().err

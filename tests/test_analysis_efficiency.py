@@ -161,3 +161,9 @@ def test_a_corrupt_sweep_json_is_named(tmp_path, capsys, name, value, shown):
     del settings["args"][name]
     (tpe / "sweep.json").write_text(json.dumps(settings))
     assert f"is corrupt: args.{name} is null, not " in error(capsys, tmp_path, tpe)
+
+
+def test_an_abbreviated_flag_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exited:
+        efficiency.main([str(as_search(tmp_path, "tpe", "optuna")), "--with", "0.1"])  # not taken for --within
+    assert exited.value.code == 2 and "unrecognized arguments: --with" in capsys.readouterr().err

@@ -235,3 +235,14 @@ def test_notebook_refuses_bad_folders_before_the_kernel_starts(tmp_path, capsys,
     (sweep / "sweep.json").unlink()
     assert "holds no sweep.json to read the sweep's --metric from" in refused()
     assert notebook.NOTEBOOK.read_bytes() == saved
+
+
+@pytest.mark.parametrize(("command", "args"), [(main, ["--met", "val_loss"]), (main, ["--st", "best"]),
+                                               (notebook.main, ["--sw"])],
+                         ids=["report --met", "report --st", "notebook --sw"])
+def test_an_abbreviated_flag_is_refused(tmp_path, capsys, monkeypatch, command, args):
+    monkeypatch.setattr(notebook, "execute", lambda sweeps=None: pytest.fail("the kernel started"))
+    with pytest.raises(SystemExit) as exited:
+        command([str(SWEEPS[1]), "--out", str(tmp_path / "report"), *args] if command is main else [*args, "x"])
+    assert exited.value.code == 2 and f"unrecognized arguments: {args[0]}" in capsys.readouterr().err
+    assert not (tmp_path / "report").exists()
