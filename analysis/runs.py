@@ -123,7 +123,8 @@ def _read(file: Path, required: list[str]) -> pd.DataFrame:
     try:
         table = pq.read_table(file)
     except (OSError, pa.ArrowException) as error:
-        raise MixemError(f"{file} is not a readable Parquet file ({error}); {_FIX}.") from None
+        reason = str(error).split(". ")[0].split("': ")[-1]  # Arrow's first sentence, less the path it repeats
+        raise MixemError(f"{file} is not a readable Parquet file ({reason}); {RESTORE}.") from None
     missing = [column for column in required if column not in table.column_names]
     if missing:
         shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")

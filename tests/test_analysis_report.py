@@ -123,7 +123,12 @@ def test_bad_input_is_one_sentence_and_exit_2(tmp_path, capsys):
     assert "holds no trials.parquet" in _error(capsys, tmp_path)
 
     (tmp_path / "trials.parquet").write_bytes(b"")
-    assert "not a readable Parquet file" in _error(capsys, tmp_path)
+    assert "not a readable Parquet file (Parquet file size is 0 bytes); re-run" in _error(capsys, tmp_path)
+    (tmp_path / "trials.parquet").write_bytes((SWEEPS[0] / "trials.parquet").read_bytes()[:3000])  # cut short
+    message = _error(capsys, tmp_path)
+    assert message == (f"error: {tmp_path / 'trials.parquet'} is not a readable Parquet file (Parquet magic bytes "
+                       "not found in footer); re-run the sweep, or restore the file from its copy in the sweep's "
+                       "--storage.")
 
     pd.DataFrame({"x": [1.0]}).to_parquet(tmp_path / "trials.parquet")
     assert "lacks the columns trial_id, preset, dataset and" in _error(capsys, tmp_path)
