@@ -12,30 +12,19 @@ differ from the dataset's preset (``mixem.config.DATASET_PRESETS``).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
 
 import pandas as pd
 
-from analysis.runs import load_runs
+from analysis.runs import load_runs, resolve_metric
 from mixem.config import FIELDS, Config
 from mixem.errors import MixemError
 from mixem.scores import metric_mode
-from tune.results import SETTINGS_FILE
 
 # Set by the commands themselves, not passed as --space.
 NOT_IN_SPACE = ("dataset", "epochs", "seed")
-
-
-def sweep_metric(folder: str | Path) -> str:
-    """The --metric a sweep folder was run with (its sweep.json)."""
-    path = Path(folder) / SETTINGS_FILE
-    try:
-        return json.loads(path.read_text())["args"]["metric"]
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as error:
-        raise MixemError(f"{path} cannot be read ({error!r}); pass the --output folder of a sweep.") from None
 
 
 def best_trial(trials: pd.DataFrame, metric: str) -> pd.Series:
@@ -86,15 +75,20 @@ def commands(trial: pd.Series, seeds: int = 3) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m analysis.best", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m analysis.best", description=__doc__.split("\n")[0],
+                                     allow_abbrev=False)
     parser.add_argument("sweep", type=Path, help="the --output folder of a tune/sweep.py run")
     parser.add_argument("--metric", help="rank by this score (default: the sweep's --metric)")
     parser.add_argument("--space", action="store_true", help="print only NAME=VALUE of the best config, one line")
     args = parser.parse_args(argv)
     try:
-        metric = args.metric or sweep_metric(args.sweep)
         trials = load_runs(args.sweep)
-        best = best_trial(trials[trials["preset"] == ""], metric)
+        searched = trials[trials["preset"] == ""]  # an ablation's trials are named by their preset
+        if searched.empty:
+            raise MixemError(f"{args.sweep} holds an ablation (tune/ablate.py), not a search; pass the --output "
+                             "folder of a tune/sweep.py run.")
+        metric = resolve_metric([args.sweep], args.metric)
+        best = best_trial(searched, metric)
     except MixemError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -28,8 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.best import sweep_metric
-from analysis.runs import load_epochs, load_runs
+from analysis.runs import RESTORE, folders_of, load_epochs, load_runs, resolve_metric, sweep_settings
 from mixem.errors import MixemError
 from mixem.scores import metric_mode
 from tune.results import SETTINGS_FILE
@@ -37,11 +36,18 @@ from tune.results import SETTINGS_FILE
 
 def method_of(folder: Path) -> str:
     """"tpe+asha", "random+asha", "grid", ... from a search folder's sweep.json."""
-    try:
-        args = json.loads((folder / SETTINGS_FILE).read_text())["args"]
-    except (OSError, json.JSONDecodeError, KeyError) as error:
-        raise MixemError(f"{folder} has no readable sweep.json ({error!r}); pass --output folders of tune/sweep.py."
-                         ) from None
+    settings = sweep_settings(folder)
+    if settings.get("kind") == "ablation":
+        raise MixemError(f"{folder} holds an ablation (tune/ablate.py), not a search; pass --output folders of "
+                         "tune/sweep.py.")
+    args = settings["args"]
+    wanted = {"search": (str, "the name of a searcher"), "grace_epochs": (int, "a whole number"),
+              "max_epochs": (int, "a whole number")}
+    for name, (kind, what) in wanted.items():
+        value = args.get(name)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise MixemError(f"{folder / SETTINGS_FILE} is corrupt: args.{name} is {json.dumps(value)}, not {what}; "
+                             f"{RESTORE}.")
     name = {"optuna": "tpe"}.get(args["search"], args["search"])
     return name + ("+asha" if args["grace_epochs"] < args["max_epochs"] else "")
 
@@ -59,19 +65,30 @@ def compute_to_target(trials: pd.DataFrame, working: pd.Series, metric: str, tar
     return {"trial-seconds": wall, "training seconds": training, "reached": False}
 
 
-def efficiency_table(folders: list[Path], metric: str, within: float) -> tuple[pd.DataFrame, float]:
-    """One row per folder: its method, trials, compute to the target and in all; and the target."""
-    runs = {folder: (load_runs(folder), load_epochs(folder)) for folder in folders}
-    finished = pd.concat([trials[trials["status"] == "finished"] for trials, _ in runs.values()])
+def load_searches(folders: list[Path]) -> dict[Path, tuple[str, pd.DataFrame, pd.DataFrame]]:
+    """``{folder: (method, trials, epochs)}``, each folder's ``method_of``, ``load_runs`` and ``load_epochs``;
+    MixemError if two paths are of the same folder."""
+    searches = {}
+    for folder in folders_of(folders):
+        trials, epochs = load_runs(folder), load_epochs(folder)  # first: they say when a folder does not exist
+        searches[folder] = (method_of(folder), trials, epochs)
+    return searches
+
+
+def efficiency_table(searches: dict[Path, tuple[str, pd.DataFrame, pd.DataFrame]], metric: str, within: float
+                     ) -> tuple[pd.DataFrame, float]:
+    """One row per search of ``load_searches``: its method, trials, compute to the target and in all;
+    and the target."""
+    finished = pd.concat([trials[trials["status"] == "finished"] for _, trials, _ in searches.values()])
     if finished.empty or finished[f"final/{metric}"].isna().all():
         raise MixemError(f"No finished trial has a value of {metric}; pass folders of finished searches.")
     best = finished[f"final/{metric}"].max() if metric_mode(metric) == "max" else finished[f"final/{metric}"].min()
     target = best - within if metric_mode(metric) == "max" else best + within
     rows = []
-    for folder, (trials, epochs) in runs.items():
+    for folder, (method, trials, epochs) in searches.items():
         working = (epochs["epoch_seconds"] + epochs["eval_seconds"]).groupby(epochs["trial_id"]).sum()
         reached = compute_to_target(trials, working, metric, target)
-        rows.append({"search": folder.name, "method": method_of(folder), "trials": len(trials),
+        rows.append({"search": folder.name, "method": method, "trials": len(trials),
                      **reached, "trial-seconds in all": trials["wall_seconds"].sum(),
                      "best found": trials[f"final/{metric}"].max()})
     return pd.DataFrame(rows), target
@@ -132,16 +149,22 @@ def summary(table: pd.DataFrame, baseline: str = "grid") -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m analysis.efficiency", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m analysis.efficiency", description=__doc__.split("\n")[0],
+                                     allow_abbrev=False)
     parser.add_argument("folders", nargs="+", type=Path, help="search folders (tune/sweep.py --output)")
     parser.add_argument("--metric", default=None, help="the score compared (default: the first folder's --metric)")
     parser.add_argument("--within", type=float, default=0.01, help="how close to the best counts (default: 0.01)")
     args = parser.parse_args(argv)
     try:
-        if not args.within >= 0:
-            raise MixemError(f"--within must be at least 0, not {args.within}.")
-        metric = args.metric or sweep_metric(args.folders[0])
-        table, target = efficiency_table(args.folders, metric, args.within)
+        if not (math.isfinite(args.within) and args.within >= 0):
+            raise MixemError(f"--within must be a finite number at least 0, not {args.within}.")
+        searches = load_searches(args.folders)
+        metric = resolve_metric(args.folders, args.metric)
+        table, target = efficiency_table(searches, metric, args.within)
+        # ASHA is replayed only where every trial ran to the end, so each rung's ranking is known.
+        replays = {folder: (len(trials), replay_table(trials, epochs, metric))
+                   for folder, (method, trials, epochs) in searches.items()
+                   if (trials["status"] == "finished").all() and method in ("grid", "random")}
     except MixemError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -150,11 +173,9 @@ def main(argv: list[str] | None = None) -> int:
         print(table.to_string(index=False))
         print()
         print(summary(table).to_string())
-        for folder in args.folders:
-            trials, epochs = load_runs(folder), load_epochs(folder)
-            if (trials["status"] == "finished").all() and method_of(folder) in ("grid", "random"):
-                print(f"\nASHA replayed on {folder.name} ({len(trials)} trials, all run to the end):\n")
-                print(replay_table(trials, epochs, metric).to_string(index=False))
+        for folder, (count, replay) in replays.items():
+            print(f"\nASHA replayed on {folder.name} ({count} trials, all run to the end):\n")
+            print(replay.to_string(index=False))
     return 0
 
 

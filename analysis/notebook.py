@@ -6,7 +6,8 @@
 The notebook reads the sweep folders in $MIXEM_SWEEPS (separated by os.pathsep, ":" on Linux), else
 ``DEFAULT_SWEEPS`` (relative to the repository root); ``--sweeps`` sets that variable for the run.
 It shows the sections of ``analysis.report`` with ``show``. Needs the dev extras (nbclient,
-ipykernel). A notebook that fails is not saved: the file keeps its earlier outputs.
+ipykernel). Folders the notebook could not read are refused before the kernel starts, and a
+notebook that fails is not saved: the file keeps its earlier outputs.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-from analysis.runs import load_runs
+from analysis.runs import load_epochs, load_runs, resolve_metric
 from mixem.errors import MixemError
 from mixem.files import write_atomic
 
@@ -77,7 +78,8 @@ def execute(sweeps: list[Path] | None = None):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m analysis.notebook", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m analysis.notebook", description=__doc__.split("\n")[0],
+                                     allow_abbrev=False)
     parser.add_argument("--sweeps", nargs="+", type=Path, metavar="DIR",
                         help=f"sweep folders to read (default: ${SWEEPS_VARIABLE}, else {', '.join(DEFAULT_SWEEPS)})")
     args = parser.parse_args(argv)
@@ -85,7 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     from nbclient.exceptions import CellExecutionError
 
     try:
-        load_runs(*(args.sweeps or sweep_folders()))  # bad folders fail here, in one sentence
+        # What the notebook's first cells read, so that bad folders fail here in one sentence, before
+        # the kernel starts, rather than as a failed cell minutes later.
+        folders = args.sweeps or sweep_folders()
+        load_runs(*folders), load_epochs(*folders)
+        resolve_metric(folders, None)
         notebook = execute(args.sweeps)
     except MixemError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -26,13 +26,12 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from analysis import plots, rungs, selection, tables
-from analysis.best import best_trial, commands, sweep_metric
-from analysis.runs import load_epochs, load_runs
+from analysis.best import best_trial, commands
+from analysis.runs import load_epochs, load_runs, resolve_metric
 from mixem.errors import MixemError
 from mixem.files import write_atomic
 from mixem.presets import ABLATIONS, COMPONENT_ABLATION, LOSS_ABLATION
-from mixem.scores import FIXED_VARIANT, ORACLE_METRIC, SCORE_KEYS, metric_mode
-from tune.results import SETTINGS_FILE
+from mixem.scores import FIXED_VARIANT, ORACLE_METRIC, metric_mode
 
 MARKDOWN_FILE = "report.md"
 LATEX_FILE = "report.tex"
@@ -359,21 +358,6 @@ def render_latex(sections: list[Section], header: list[str]) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def resolve_metric(paths, metric: str | None) -> str:
-    """``metric``, or the --metric of the first sweep folder (its sweep.json); MixemError if it is
-    not a score of an evaluation."""
-    if metric is None:
-        first = Path(paths[0])
-        folder = first if first.is_dir() else first.parent
-        if not (folder / SETTINGS_FILE).is_file():
-            raise MixemError(f"{folder} holds no {SETTINGS_FILE} to read the sweep's --metric from; pass --metric.")
-        metric = sweep_metric(folder)
-    if metric not in SCORE_KEYS:
-        raise MixemError(f"--metric {metric} is not a score of an evaluation; pass a key of "
-                         f"mixem.scores.METRIC_KEYS or VALIDATION_KEYS, e.g. {FIXED_VARIANT}_acc or val_loss.")
-    return metric
-
-
 def write_report(paths: list[str | Path], out: str | Path | None = None, stage: str = "final",
                  metric: str | None = None) -> Path:
     """Build the report of the sweep folders ``paths`` into ``out`` (the first folder by default),
@@ -407,7 +391,8 @@ def write_report(paths: list[str | Path], out: str | Path | None = None, stage: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__.split("\n")[0],
+                                     allow_abbrev=False)
     parser.add_argument("sweeps", nargs="+", metavar="DIR",
                         help="sweep output folders (--output of tune/sweep.py or tune/ablate.py), read together")
     parser.add_argument("--out", type=Path, help="folder to write the report into (default: the first DIR)")

@@ -6,6 +6,7 @@ folders (an ablation and an Optuna search, say) load into one frame, told apart 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -14,8 +15,8 @@ import pyarrow.parquet as pq
 
 from mixem.config import LOSS_WEIGHTS
 from mixem.errors import MixemError
-from mixem.scores import SCORE_KEYS
-from tune.results import EPOCHS_FILE, TRIALS_FILE
+from mixem.scores import FIXED_VARIANT, SCORE_KEYS
+from tune.results import EPOCHS_FILE, SETTINGS_FILE, TRIALS_FILE
 
 CONFIG_COLUMNS = [f"config/{name}" for name in ("dataset", "seed", "head", "num_components", *LOSS_WEIGHTS,
                                                   "instance_form", "epochs")]
@@ -24,8 +25,12 @@ TRIAL_COLUMNS = (["trial_id", "preset", "dataset", "status", "error", *CONFIG_CO
                  + [f"{stage}/{key}" for stage in ("final", "best") for key in SCORE_KEYS]
                  + ["epochs", "wall_seconds", "gpu_seconds", "cpu_seconds"])
 # Columns the analysis reads; others (trial_seconds, train_images, ...) are kept as they come.
-EPOCH_COLUMNS = ["trial_id", "preset", "epoch", "loss_total", *SCORE_KEYS]
+EPOCH_COLUMNS = ["trial_id", "preset", "epoch", "loss_total", "epoch_seconds", "eval_seconds", *SCORE_KEYS]
+# Of the columns read, these hold text and every other one but config/<field> (of its field's type) numbers.
+TEXT_COLUMNS = ("trial_id", "preset", "dataset", "status", "error")
 _FIX = "pass the --output folder of a tune/sweep.py or tune/ablate.py run"
+# The fix for a corrupt file of a sweep.
+RESTORE = "re-run the sweep, or restore the file from its copy in the sweep's --storage"
 
 
 def load_runs(*paths: str | Path) -> pd.DataFrame:
@@ -44,7 +49,8 @@ def load_runs(*paths: str | Path) -> pd.DataFrame:
     ``VALIDATION_KEYS``, e.g. ``val_loss``);
     ``*_seconds`` are ``wall_seconds``, ``gpu_seconds`` (wall x GPUs held), ``cpu_seconds``.
     Raises MixemError (one sentence naming the fix) for a path that does not exist, a folder
-    without trials, or a file that is not a sweep's.
+    without trials, a folder given twice, a file that is not a sweep's, or one that is corrupt (a
+    column that holds text where numbers belong or numbers where text belongs, a trial twice).
     """
     frames = []
     for label, file in _resolve(paths, TRIALS_FILE):
@@ -52,12 +58,12 @@ def load_runs(*paths: str | Path) -> pd.DataFrame:
         if frame.empty:
             raise MixemError(f"{file} holds no trials yet; wait until a trial of the sweep finishes, or "
                              f"pass another folder.")
+        repeated = frame["trial_id"].duplicated()
+        if repeated.any():  # a sweep writes each trial's row once
+            raise MixemError(f"{file} is corrupt: trial {frame.loc[repeated, 'trial_id'].iloc[0]!r} appears twice "
+                             f"in it; {RESTORE}.")
         frames.append(frame.assign(sweep=label))
     trials = pd.concat(frames, ignore_index=True)
-    repeated = trials.duplicated(["sweep", "trial_id"])
-    if repeated.any():
-        raise MixemError(f"Trial {trials.loc[repeated, 'trial_id'].iloc[0]!r} appears twice; pass each sweep "
-                         f"folder once.")
     return trials[["sweep", *(c for c in trials.columns if c != "sweep")]]
 
 
@@ -77,15 +83,28 @@ def load_epochs(*paths: str | Path) -> pd.DataFrame:
     return epochs[["sweep", *(c for c in epochs.columns if c != "sweep")]]
 
 
-def _resolve(paths, file_name: str) -> list[tuple[str, Path]]:
-    """(label, file) per path: a sweep folder, or a Parquet file inside one."""
+def folders_of(paths) -> list[Path]:
+    """The sweep folder of each path (a folder, or a file inside one); MixemError if no path is given,
+    one does not exist, or two are of the same folder (its trials would count twice)."""
     if not paths:
         raise MixemError(f"No sweep folder given; {_FIX}.")
     paths = [Path(path) for path in paths]
     for path in paths:
         if not path.exists():
             raise MixemError(f"{path} does not exist; {_FIX}.")
-    folders = [path if path.is_dir() else path.parent for path in paths]
+    folders, seen = [path if path.is_dir() else path.parent for path in paths], {}
+    for path, folder in zip(paths, folders, strict=True):
+        if folder.resolve() in seen:
+            raise MixemError(f"{seen[folder.resolve()]} and {path} are the same sweep folder; pass each sweep "
+                             f"folder once.")
+        seen[folder.resolve()] = path
+    return folders
+
+
+def _resolve(paths, file_name: str) -> list[tuple[str, Path]]:
+    """(label, file) per path: a sweep folder, or a Parquet file inside one."""
+    folders = folders_of(paths)
+    paths = [Path(path) for path in paths]
     names = [folder.resolve().name for folder in folders]
     resolved = []
     for path, folder in zip(paths, folders, strict=True):
@@ -104,10 +123,65 @@ def _read(file: Path, required: list[str]) -> pd.DataFrame:
     try:
         table = pq.read_table(file)
     except (OSError, pa.ArrowException) as error:
-        raise MixemError(f"{file} is not a readable Parquet file ({error}); {_FIX}.") from None
+        reason = str(error).split(". ")[0].split("': ")[-1]  # Arrow's first sentence, less the path it repeats
+        raise MixemError(f"{file} is not a readable Parquet file ({reason}); {RESTORE}.") from None
     missing = [column for column in required if column not in table.column_names]
     if missing:
         shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
         raise MixemError(f"{file} lacks the columns {shown}, so it was not written by this version of the "
                          f"sweep; {_FIX}.")
+    for column in required:
+        expected = "text" if column in TEXT_COLUMNS else None if column.startswith("config/") else "numbers"
+        held = _holds(table.schema.field(column).type)
+        if expected is not None and held != expected:
+            raise MixemError(f"{file} is corrupt: column {column} holds {held} where {expected} "
+                             f"{'belongs' if expected == 'text' else 'belong'}; {RESTORE}.")
     return table.to_pandas()
+
+
+def _holds(kind: pa.DataType) -> str:
+    """What a column of Arrow type ``kind`` holds, in the words of an error message."""
+    if pa.types.is_dictionary(kind):  # a pandas categorical
+        kind = kind.value_type
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind):
+        return "numbers"
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind):
+        return "text"
+    return "nothing" if pa.types.is_null(kind) else f"{kind} values"
+
+
+def sweep_settings(folder: str | Path) -> dict:
+    """A sweep folder's ``sweep.json``: ``{"kind": "sweep" or "ablation", "args": {flag: value}, ...}``."""
+    path = Path(folder) / SETTINGS_FILE
+    if not path.is_file():
+        raise MixemError(f"{folder} holds no {SETTINGS_FILE}; {_FIX}.")
+    try:
+        settings = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise MixemError(f"{path} cannot be read ({error}); {RESTORE}.") from None
+    if not isinstance(settings, dict) or not isinstance(settings.get("args"), dict):
+        raise MixemError(f"{path} is corrupt: it holds no args; {RESTORE}.")
+    return settings
+
+
+def sweep_metric(folder: str | Path) -> str:
+    """The --metric a sweep folder was run with (its sweep.json), unchecked."""
+    return sweep_settings(folder)["args"].get("metric")
+
+
+def resolve_metric(paths, metric: str | None) -> str:
+    """``metric``, or the --metric of the first sweep folder (its sweep.json); MixemError if it is
+    not a score of an evaluation (a key of ``SCORE_KEYS``)."""
+    keys = f"a key of mixem.scores.METRIC_KEYS or VALIDATION_KEYS, e.g. {FIXED_VARIANT}_acc or val_loss"
+    if metric is None:
+        first = Path(paths[0])
+        folder = first if first.is_dir() else first.parent
+        if not (folder / SETTINGS_FILE).is_file():
+            raise MixemError(f"{folder} holds no {SETTINGS_FILE} to read the sweep's --metric from; pass --metric.")
+        metric = sweep_metric(folder)
+        if metric not in SCORE_KEYS:
+            raise MixemError(f"{folder / SETTINGS_FILE} is corrupt: its --metric {metric!r} is not a score of an "
+                             f"evaluation; pass --metric, {keys}.")
+    if metric not in SCORE_KEYS:
+        raise MixemError(f"--metric {metric} is not a score of an evaluation; pass {keys}.")
+    return metric

@@ -32,8 +32,7 @@ import pandas as pd
 from scipy.stats import kendalltau, spearmanr
 
 from analysis import rungs, tables
-from analysis.best import sweep_metric
-from analysis.runs import load_epochs, load_runs
+from analysis.runs import load_epochs, load_runs, resolve_metric
 from mixem.errors import MixemError
 from mixem.scores import SCORE_KEYS, is_label_free, metric_mode
 
@@ -125,12 +124,13 @@ def across_searches(selection: pd.DataFrame) -> pd.DataFrame:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m analysis.selection",
                                      description="How well each label-free score would have picked the trials of "
-                                                 "the searches given, judged by the fixed variant's ACC.")
+                                                 "the searches given, judged by the fixed variant's ACC.",
+                                     allow_abbrev=False)
     parser.add_argument("folders", nargs="+", type=Path, help="search folders (tune/sweep.py --output)")
     args = parser.parse_args(argv)
     try:
-        metric = sweep_metric(args.folders[0])
         trials, epochs = load_runs(*args.folders), load_epochs(*args.folders)
+        metric = resolve_metric(args.folders, None)
     except MixemError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

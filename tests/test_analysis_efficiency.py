@@ -39,7 +39,7 @@ def test_compute_to_target_counts_trials_in_the_order_they_ended_up_to_the_first
     tpe = as_search(tmp_path, "tpe", "optuna")
     grid = as_search(tmp_path, "grid", "grid", keep=lambda t: t["status"] == "finished")
     short = as_search(tmp_path, "short", "random", keep=lambda t: t["trial_id"] != best_id)
-    table, target = efficiency.efficiency_table([tpe, grid, short], METRIC, within=0.01)
+    table, target = efficiency.efficiency_table(efficiency.load_searches([tpe, grid, short]), METRIC, within=0.01)
     assert target == pytest.approx(trials[f"final/{METRIC}"].max() - 0.01)
     rows = table.set_index("search")
     assert list(rows["method"]) == ["tpe+asha", "grid", "random+asha"]
@@ -77,7 +77,93 @@ def test_the_command_prints_the_table_and_refuses_bad_input(tmp_path, capsys):
     assert efficiency.main([str(as_search(tmp_path, "tpe", "optuna")), str(grid)]) == 0
     out = capsys.readouterr().out
     assert "target: compinit_z_l2_acc >=" in out and "ASHA replayed on grid (4 trials" in out
-    assert efficiency.main([str(grid), "--within", "-1"]) == 2
-    assert "--within must be at least 0" in capsys.readouterr().err
+    for within in ("-1", "inf", "nan"):
+        assert efficiency.main([str(grid), "--within", within]) == 2
+        assert f"--within must be a finite number at least 0, not {float(within)}" in capsys.readouterr().err
     assert efficiency.main([str(tmp_path)]) == 2
-    assert "sweep.json cannot be read" in capsys.readouterr().err
+    assert "holds no trials.parquet" in capsys.readouterr().err
+
+
+def contents(root: Path) -> dict:
+    """Every file under ``root`` and its bytes, to show that a refused command changed nothing."""
+    return {path: path.read_bytes() for path in sorted(root.rglob("*")) if path.is_file()}
+
+
+def error(capsys, root: Path, *args) -> str:
+    """The stderr of ``analysis.efficiency`` refusing ``args``: one sentence, exit 2, nothing under ``root``
+    changed."""
+    before = contents(root)
+    assert efficiency.main([str(arg) for arg in args]) == 2
+    captured = capsys.readouterr()
+    message = captured.err.strip()
+    assert message.startswith("error: ") and message.endswith(".") and "\n" not in message
+    assert captured.out == "" and contents(root) == before
+    return message
+
+
+def test_a_metric_that_is_not_a_score_is_refused(tmp_path, capsys):
+    tpe = as_search(tmp_path, "tpe", "optuna")
+    assert "--metric bogus is not a score of an evaluation" in error(capsys, tmp_path, tpe, "--metric", "bogus")
+    settings = json.loads((tpe / "sweep.json").read_text())
+    settings["args"]["metric"] = "bogus"
+    (tpe / "sweep.json").write_text(json.dumps(settings))
+    assert "sweep.json is corrupt: its --metric 'bogus' is not a score" in error(capsys, tmp_path, tpe)
+
+
+def test_a_missing_folder_is_named(tmp_path, capsys):
+    tpe = as_search(tmp_path, "tpe", "optuna")
+    missing = tmp_path / "nope"
+    assert error(capsys, tmp_path, tpe, missing) == (f"error: {missing} does not exist; pass the --output folder of "
+                                                     "a tune/sweep.py or tune/ablate.py run.")
+
+
+@pytest.mark.parametrize("column", ["epoch_seconds", "eval_seconds"])
+def test_epochs_without_the_training_times_are_refused(tmp_path, capsys, column):
+    tpe = as_search(tmp_path, "tpe", "optuna")
+    epochs = pd.read_parquet(tpe / "epochs.parquet")
+    epochs.drop(columns=column).to_parquet(tpe / "epochs.parquet")
+    assert f"epochs.parquet lacks the columns {column}, so" in error(capsys, tmp_path, tpe)
+    epochs.assign(**{column: "1s"}).to_parquet(tpe / "epochs.parquet")
+    assert f"is corrupt: column {column} holds text where numbers belong" in error(capsys, tmp_path, tpe)
+
+
+def test_a_trials_column_of_the_wrong_type_is_refused(tmp_path, capsys):
+    tpe = as_search(tmp_path, "tpe", "optuna")
+    trials = pd.read_parquet(tpe / "trials.parquet")
+    trials.assign(status=0).to_parquet(tpe / "trials.parquet")
+    assert "is corrupt: column status holds numbers where text belongs" in error(capsys, tmp_path, tpe)
+
+
+def test_a_folder_given_twice_is_refused(tmp_path, capsys):
+    tpe = as_search(tmp_path, "tpe", "optuna")
+    grid = as_search(tmp_path, "grid", "grid", keep=lambda t: t["status"] == "finished")
+    assert error(capsys, tmp_path, tpe, grid, tpe) == (f"error: {tpe} and {tpe} are the same sweep folder; pass "
+                                                       "each sweep folder once.")
+
+
+def test_an_ablation_folder_is_not_a_search(tmp_path, capsys):
+    ablation = tmp_path / "ablation"
+    shutil.copytree(FIXTURE.parent / "ablation", ablation)
+    tpe = as_search(tmp_path, "tpe", "optuna")
+    assert error(capsys, tmp_path, tpe, ablation) == (f"error: {ablation} holds an ablation (tune/ablate.py), not a "
+                                                      "search; pass --output folders of tune/sweep.py.")
+
+
+@pytest.mark.parametrize(("name", "value", "shown"), [("search", None, "null"), ("max_epochs", "two", '"two"'),
+                                                      ("grace_epochs", 1.5, "1.5"), ("max_epochs", True, "true")])
+def test_a_corrupt_sweep_json_is_named(tmp_path, capsys, name, value, shown):
+    tpe = as_search(tmp_path, "tpe", "optuna")
+    settings = json.loads((tpe / "sweep.json").read_text())
+    settings["args"][name] = value
+    (tpe / "sweep.json").write_text(json.dumps(settings))
+    assert error(capsys, tmp_path, tpe).startswith(f"error: {tpe / 'sweep.json'} is corrupt: args.{name} is {shown}, "
+                                                   "not ")
+    del settings["args"][name]
+    (tpe / "sweep.json").write_text(json.dumps(settings))
+    assert f"is corrupt: args.{name} is null, not " in error(capsys, tmp_path, tpe)
+
+
+def test_an_abbreviated_flag_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exited:
+        efficiency.main([str(as_search(tmp_path, "tpe", "optuna")), "--with", "0.1"])  # not taken for --within
+    assert exited.value.code == 2 and "unrecognized arguments: --with" in capsys.readouterr().err

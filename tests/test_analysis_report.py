@@ -77,7 +77,7 @@ def test_load_runs_reads_several_folders_and_joins_epochs():
     assert set(trials["sweep"]) == {"ablation", "search"} == set(epochs["sweep"])
     joined = epochs.merge(trials[["sweep", "trial_id"]], on=["sweep", "trial_id"])
     assert len(joined) == len(epochs)
-    with pytest.raises(MixemError, match="appears twice"):
+    with pytest.raises(MixemError, match="are the same sweep folder; pass each sweep folder once"):
         load_runs(SWEEPS[0], SWEEPS[0] / "trials.parquet")
 
 
@@ -123,7 +123,12 @@ def test_bad_input_is_one_sentence_and_exit_2(tmp_path, capsys):
     assert "holds no trials.parquet" in _error(capsys, tmp_path)
 
     (tmp_path / "trials.parquet").write_bytes(b"")
-    assert "not a readable Parquet file" in _error(capsys, tmp_path)
+    assert "not a readable Parquet file (Parquet file size is 0 bytes); re-run" in _error(capsys, tmp_path)
+    (tmp_path / "trials.parquet").write_bytes((SWEEPS[0] / "trials.parquet").read_bytes()[:3000])  # cut short
+    message = _error(capsys, tmp_path)
+    assert message == (f"error: {tmp_path / 'trials.parquet'} is not a readable Parquet file (Parquet magic bytes "
+                       "not found in footer); re-run the sweep, or restore the file from its copy in the sweep's "
+                       "--storage.")
 
     pd.DataFrame({"x": [1.0]}).to_parquet(tmp_path / "trials.parquet")
     assert "lacks the columns trial_id, preset, dataset and" in _error(capsys, tmp_path)
@@ -147,6 +152,53 @@ def test_bad_input_is_one_sentence_and_exit_2(tmp_path, capsys):
     assert sorted(path.name for path in tmp_path.iterdir()) == ["epochs.parquet", "file", "trials.parquet"]
 
 
+@pytest.mark.parametrize(("column", "value", "held"), [
+    (f"final/{METRIC}", "0.5", "text where numbers belong"), ("best/val_loss", "low", "text where numbers belong"),
+    ("wall_seconds", "1h", "text where numbers belong"), ("status", 1, "numbers where text belongs"),
+    ("trial_id", 7, "numbers where text belongs"), ("epochs", True, "bool values where numbers belong")])
+def test_a_trials_column_of_the_wrong_type_is_refused(tmp_path, capsys, column, value, held):
+    sweep = tmp_path / "search"
+    shutil.copytree(SWEEPS[1], sweep)
+    trials = pd.read_parquet(sweep / "trials.parquet")
+    trials.assign(**{column: value}).to_parquet(sweep / "trials.parquet")
+    before = {path: path.read_bytes() for path in sweep.iterdir()}
+    message = _error(capsys, sweep, "--metric", METRIC)
+    assert message.startswith(f"error: {sweep / 'trials.parquet'} is corrupt: column {column} holds {held}; re-run")
+    assert {path: path.read_bytes() for path in sweep.iterdir()} == before
+
+
+def test_an_epochs_column_of_the_wrong_type_is_refused(tmp_path, capsys):
+    sweep = tmp_path / "search"
+    shutil.copytree(SWEEPS[1], sweep)
+    epochs = pd.read_parquet(sweep / "epochs.parquet")
+    epochs.assign(**{METRIC: epochs[METRIC].astype(str)}).to_parquet(sweep / "epochs.parquet")
+    assert f"is corrupt: column {METRIC} holds text where numbers belong" in _error(capsys, sweep)
+    epochs.drop(columns="eval_seconds").to_parquet(sweep / "epochs.parquet")
+    assert "epochs.parquet lacks the columns eval_seconds, so" in _error(capsys, sweep)
+    assert sorted(path.name for path in sweep.iterdir()) == ["epochs.parquet", "sweep.json", "trials.parquet"]
+
+
+def test_a_folder_given_twice_is_refused(tmp_path, capsys):
+    sweep = tmp_path / "search"
+    shutil.copytree(SWEEPS[1], sweep)
+    (tmp_path / "other").mkdir()
+    for again in (sweep, sweep / "trials.parquet", tmp_path / "other" / ".." / "search"):
+        message = _error(capsys, sweep, again, "--out", tmp_path / "report")
+        assert message == f"error: {sweep} and {again} are the same sweep folder; pass each sweep folder once."
+    assert not (tmp_path / "report").exists()
+
+
+def test_a_trial_twice_in_one_file_is_a_corrupt_file(tmp_path, capsys):
+    sweep = tmp_path / "search"
+    shutil.copytree(SWEEPS[1], sweep)
+    trials = pd.read_parquet(sweep / "trials.parquet")
+    pd.concat([trials, trials.iloc[[2]]]).to_parquet(sweep / "trials.parquet")
+    message = _error(capsys, sweep, "--out", tmp_path / "report")
+    assert message.startswith(f"error: {sweep / 'trials.parquet'} is corrupt: trial {trials['trial_id'][2]!r} "
+                              "appears twice in it; re-run the sweep")
+    assert not (tmp_path / "report").exists()
+
+
 def test_cli_entry_point_exits_2():
     done = subprocess.run([sys.executable, "-m", "analysis.report", "no/such/sweep"], capture_output=True,
                           text=True, cwd=ROOT)
@@ -164,3 +216,38 @@ def test_notebook_executes_on_the_fixture_without_saving(monkeypatch):
     assert sum("image/png" in output.get("data", {}) for output in outputs) == 5
     assert sum("text/html" in output.get("data", {}) for output in outputs) == 10  # the tables
     assert notebook.NOTEBOOK.read_bytes() == saved
+
+
+def test_notebook_refuses_bad_folders_before_the_kernel_starts(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(notebook, "execute", lambda sweeps=None: pytest.fail("the kernel started"))
+    saved = notebook.NOTEBOOK.read_bytes()
+    sweep = tmp_path / "search"
+    shutil.copytree(SWEEPS[1], sweep)
+
+    def refused() -> str:
+        assert notebook.main(["--sweeps", str(sweep), str(SWEEPS[0])]) == 2
+        message = capsys.readouterr().err.strip()
+        assert message.startswith("error: ") and message.endswith(".") and "\n" not in message
+        return message
+
+    epochs = (sweep / "epochs.parquet").read_bytes()
+    (sweep / "epochs.parquet").write_bytes(epochs[: len(epochs) // 2])  # a copy cut short
+    assert "epochs.parquet is not a readable Parquet file" in refused()
+    (sweep / "epochs.parquet").write_bytes(epochs)
+    settings = (sweep / "sweep.json").read_text()
+    (sweep / "sweep.json").write_text(settings.replace(METRIC, "bogus"))
+    assert "sweep.json is corrupt: its --metric 'bogus' is not a score" in refused()
+    (sweep / "sweep.json").unlink()
+    assert "holds no sweep.json to read the sweep's --metric from" in refused()
+    assert notebook.NOTEBOOK.read_bytes() == saved
+
+
+@pytest.mark.parametrize(("command", "args"), [(main, ["--met", "val_loss"]), (main, ["--st", "best"]),
+                                               (notebook.main, ["--sw"])],
+                         ids=["report --met", "report --st", "notebook --sw"])
+def test_an_abbreviated_flag_is_refused(tmp_path, capsys, monkeypatch, command, args):
+    monkeypatch.setattr(notebook, "execute", lambda sweeps=None: pytest.fail("the kernel started"))
+    with pytest.raises(SystemExit) as exited:
+        command([str(SWEEPS[1]), "--out", str(tmp_path / "report"), *args] if command is main else [*args, "x"])
+    assert exited.value.code == 2 and f"unrecognized arguments: {args[0]}" in capsys.readouterr().err
+    assert not (tmp_path / "report").exists()

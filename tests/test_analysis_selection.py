@@ -1,6 +1,7 @@
 """analysis.selection on hand-made searches whose answer is known: how well a label-free score picks trials."""
 
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -97,9 +98,15 @@ def test_the_command_summarises_every_criterion_over_the_searches_given(tmp_path
     assert selection.main([str(fixtures / "ablation")]) == 2
     assert "holds a search with a label-free score" in capsys.readouterr().err
     assert selection.main([str(tmp_path)]) == 2
-    assert "sweep.json cannot be read" in capsys.readouterr().err
+    assert "holds no trials.parquet" in capsys.readouterr().err
 
 
 def _runs(folder):
     from analysis.runs import load_epochs, load_runs
     return load_runs(folder), load_epochs(folder)
+
+
+def test_an_abbreviated_flag_is_refused(capsys):
+    with pytest.raises(SystemExit) as exited:
+        selection.main([str(Path(__file__).parent / "fixtures" / "search"), "--he"])  # not taken for --help
+    assert exited.value.code == 2 and "unrecognized arguments: --he" in capsys.readouterr().err

@@ -39,7 +39,7 @@ def epoch_rows(row: dict, scores: dict[int, dict]) -> list[dict]:
     for epoch in range(1, max(scores) + 1):
         values = {key: math.nan for key in SCORE_KEYS} | scores.get(epoch, {})
         rows.append({"sweep": row["sweep"], "trial_id": row["trial_id"], "preset": row["preset"], "epoch": epoch,
-                     "loss_total": 1.0, **values})
+                     "loss_total": 1.0, "epoch_seconds": 10.0, "eval_seconds": 1.0, **values})
     return rows
 
 
