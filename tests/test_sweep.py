@@ -86,17 +86,19 @@ def train_workers() -> set[str]:
 
 
 def test_sweep_writes_one_row_per_trial_and_asha_stops_the_weak(local_ray, tmp_path):
-    """A grid of a good and a useless lr, one at a time: the first sets the bar at ASHA's rung."""
+    """A grid of a good and a useless lr, one at a time: the first sets the bar at ASHA's rung. A third
+    trial after the stopped one runs normally (a reused actor of a stopped trial used to error)."""
     output = tmp_path / "sweep"
     started = time.time()
-    code = sweep.main(["--dataset", "digits", "--search", "grid", "--space", *FIXED, "lr=1e-3,1e-9",
+    code = sweep.main(["--dataset", "digits", "--search", "grid", "--space", *FIXED, "lr=1e-3,1e-9,2e-3",
                        "--max-epochs", "2", "--grace-epochs", "1", "--reduction-factor", "2", "--max-concurrent", "1",
                        "--output", str(output)])
     assert code == 0
     trials, epochs = read_results(output)
-    assert len(trials) == 2 and trials["trial_id"].is_unique and (trials["error"] == "").all()
+    assert len(trials) == 3 and trials["trial_id"].is_unique and (trials["error"] == "").all()
     by_lr = trials.set_index("config/lr")
     assert by_lr.loc[1e-3, "status"] == "finished" and by_lr.loc[1e-3, "epochs"] == 2
+    assert by_lr.loc[2e-3, "status"] in ("finished", "early_stopped") and by_lr.loc[2e-3, "epochs"] >= 1
     assert by_lr.loc[1e-9, "status"] == "early_stopped" and by_lr.loc[1e-9, "epochs"] == 1
     assert_each_epoch_once(trials, epochs)
     last_epoch = epochs.sort_values("epoch").groupby("trial_id").last()  # every epoch is evaluated here

@@ -61,7 +61,9 @@ def fit(args, experiment, plan, resources: TrialResources, concurrent: int, *, o
                 metric=args.metric, mode=metric_mode(args.metric), search_alg=plan.search_alg,
                 scheduler=plan.scheduler, num_samples=plan.num_samples,
                 trial_name_creator=trial_name, trial_dirname_creator=trial_name,
-                reuse_actors=True),  # one trial driver process serves trial after trial
+                # No actor reuse: a Ray Train trial's actor that ASHA stopped mid-training cannot be
+                # reset (Train implements no reset_config), and the trial handed it would error.
+                reuse_actors=False),
             run_config=tune.RunConfig(
                 name=args.name, storage_path=args.storage, callbacks=[callback],
                 # Train retries the workers from their checkpoint; the trial driver lives on this
