@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerates results/fashion-mnist/ (about 2 hours on 2 CPU cores): every ablation preset x 3 seeds,
+# Regenerates results/fashion-mnist/ (about 2.5 hours on 2 CPU cores): every ablation preset x 3 seeds,
 # a 24-trial search, the best searched configuration x 3 seeds, then the report and the executed notebook.
 # Scale (README.md says why): the Fashion-MNIST preset's small CNN (width 16) on all 70,000 images
 # (train+test, 5% held out for the validation loss), 2 epochs per run, evaluated on the 10,000 test images.
