@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from refusals import refusal
 
 from analysis import best
 
@@ -19,20 +20,9 @@ def copy(tmp_path: Path, name: str) -> Path:
     return folder
 
 
-def contents(root: Path) -> dict:
-    """Every file under ``root`` and its bytes, to show that a refused command changed nothing."""
-    return {path: path.read_bytes() for path in sorted(root.rglob("*")) if path.is_file()}
-
-
 def error(capsys, root: Path, *args) -> str:
-    """The stderr of ``analysis.best`` refusing ``args``: one sentence, exit 2, nothing under ``root`` changed."""
-    before = contents(root)
-    assert best.main([str(arg) for arg in args]) == 2
-    captured = capsys.readouterr()
-    message = captured.err.strip()
-    assert message.startswith("error: ") and message.endswith(".") and "\n" not in message
-    assert captured.out == "" and contents(root) == before
-    return message
+    """``analysis.best`` refusing ``args`` (``refusals.refusal``)."""
+    return refusal(best.main, capsys, root, *args)
 
 
 def test_prints_the_commands_of_the_best_finished_trial(capsys):

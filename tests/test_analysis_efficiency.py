@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from refusals import refusal
 
 from analysis import efficiency
 from analysis.runs import load_epochs, load_runs
@@ -84,21 +85,9 @@ def test_the_command_prints_the_table_and_refuses_bad_input(tmp_path, capsys):
     assert "holds no trials.parquet" in capsys.readouterr().err
 
 
-def contents(root: Path) -> dict:
-    """Every file under ``root`` and its bytes, to show that a refused command changed nothing."""
-    return {path: path.read_bytes() for path in sorted(root.rglob("*")) if path.is_file()}
-
-
 def error(capsys, root: Path, *args) -> str:
-    """The stderr of ``analysis.efficiency`` refusing ``args``: one sentence, exit 2, nothing under ``root``
-    changed."""
-    before = contents(root)
-    assert efficiency.main([str(arg) for arg in args]) == 2
-    captured = capsys.readouterr()
-    message = captured.err.strip()
-    assert message.startswith("error: ") and message.endswith(".") and "\n" not in message
-    assert captured.out == "" and contents(root) == before
-    return message
+    """``analysis.efficiency`` refusing ``args`` (``refusals.refusal``)."""
+    return refusal(efficiency.main, capsys, root, *args)
 
 
 def test_a_metric_that_is_not_a_score_is_refused(tmp_path, capsys):
