@@ -20,6 +20,7 @@ class DatasetInfo:
     num_classes: int
     channels: int
     image_size: int  # images are square: (channels, image_size, image_size)
+    folder: str | None = None  # the sub-folder of --data-dir its files live in (torchvision's layout)
 
 
 # The datasets by name (mixem.data loads them); here, so that config and the sweep's driver need no torch.
@@ -27,12 +28,22 @@ DATASETS: dict[str, DatasetInfo] = {
     info.name: info
     for info in (
         DatasetInfo("digits", 10, 1, 8),
-        DatasetInfo("fashion-mnist", 10, 1, 28),
-        DatasetInfo("cifar10", 10, 3, 32),
-        DatasetInfo("cifar100-20", 20, 3, 32),
-        DatasetInfo("stl10", 10, 3, 96),
+        DatasetInfo("fashion-mnist", 10, 1, 28, "FashionMNIST/raw"),
+        DatasetInfo("cifar10", 10, 3, 32, "cifar-10-batches-py"),
+        DatasetInfo("cifar100-20", 20, 3, 32, "cifar-100-python"),
+        DatasetInfo("stl10", 10, 3, 96, "stl10_binary"),
     )
 }
+
+
+def missing_data_dir_message(dataset: str | None, data_dir, *, download_flag: bool = True) -> str:
+    """The sentence for a --data-dir that is not a folder, naming where `dataset`'s files would go."""
+    folder = DATASETS[dataset].folder if dataset in DATASETS else None
+    where = f"; {dataset} reads its files from {data_dir}/{folder}" if folder else ""
+    fix = "pass the folder that holds the datasets" + (" (or add --download)" if download_flag else "")
+    return f"--data-dir {data_dir} is not a folder{where}; {fix}."
+
+
 # The loss weights, one per extra term of the objective (0 switches a term off).
 LOSS_WEIGHTS = ("w_entropy", "w_instance", "w_pull", "w_push")
 

@@ -42,13 +42,8 @@ Split = tuple[torch.Tensor, torch.Tensor]  # images uint8 (N, C, H, W), labels i
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
-# Sub-folder of data_dir that torchvision's downloader fills, and the class that downloads it.
-_FOLDERS = {
-    "fashion-mnist": ("FashionMNIST/raw", "FashionMNIST"),
-    "cifar10": ("cifar-10-batches-py", "CIFAR10"),
-    "cifar100-20": ("cifar-100-python", "CIFAR100"),
-    "stl10": ("stl10_binary", "STL10"),
-}
+# The torchvision class that downloads each dataset into data_dir / DATASETS[name].folder.
+_DOWNLOADERS = {"fashion-mnist": "FashionMNIST", "cifar10": "CIFAR10", "cifar100-20": "CIFAR100", "stl10": "STL10"}
 
 
 @dataclass
@@ -117,7 +112,7 @@ def _locate(name: str, root: Path, files: list[str], download: bool, extra: tupl
     """The first folder (root's torchvision sub-folder, then `extra`) holding all `files`.
 
     Downloads into `root` with torchvision if none does and `download` is set."""
-    folder = root / _FOLDERS[name][0]
+    folder = root / DATASETS[name].folder
     for candidate in (folder, *extra):
         if all(_find(candidate / f) for f in files):
             return candidate
@@ -125,7 +120,7 @@ def _locate(name: str, root: Path, files: list[str], download: bool, extra: tupl
         import torchvision.datasets  # slow import, needed only here
 
         try:
-            getattr(torchvision.datasets, _FOLDERS[name][1])(str(root), download=True)
+            getattr(torchvision.datasets, _DOWNLOADERS[name])(str(root), download=True)
         except (OSError, RuntimeError) as exc:  # no network (URLError is an OSError), bad checksum
             raise DataNotFoundError(
                 f"Downloading {name} into {root.resolve()} failed ({exc}); download it where there is "

@@ -39,7 +39,7 @@ import torch.distributed.nn.functional as dist_autograd
 from tqdm import tqdm
 
 from mixem.augment import augment
-from mixem.config import CONCERNS, DATASETS, FIELDS, Config
+from mixem.config import CONCERNS, DATASETS, FIELDS, Config, missing_data_dir_message
 from mixem.data import load_dataset
 from mixem.errors import MixemError, NonFiniteLossError
 from mixem.evaluate import evaluate, validation_loss
@@ -512,7 +512,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return Config.for_dataset(dataset, {**preset, **explicit})
 
 
-def check_run_flags(args: argparse.Namespace) -> None:
+def check_run_flags(args: argparse.Namespace, dataset: str) -> None:
     """The flags that are not config fields: --device, --data-dir, --out with --resume."""
     if args.device is not None:
         try:
@@ -522,8 +522,7 @@ def check_run_flags(args: argparse.Namespace) -> None:
         if device.type == "cuda" and not torch.cuda.is_available():
             raise MixemError(f"--device {args.device}, but torch sees no GPU here; pass --device cpu or leave it out.")
     if args.data_dir is not None and not args.download and not args.data_dir.is_dir():
-        raise MixemError(f"--data-dir {args.data_dir} is not a folder; pass the folder that holds the datasets "
-                         "(or add --download).")
+        raise MixemError(missing_data_dir_message(dataset, args.data_dir))
     if args.resume is not None and args.out is not None and args.out.resolve() != args.resume.resolve():
         raise MixemError("--out and --resume name different folders; a resumed run continues in its own folder, "
                          "so pass --resume alone.")
@@ -541,7 +540,7 @@ def main(argv: list[str] | None = None) -> int:
     rank = _distributed()[0]
     try:
         config = config_from_args(args).validate()
-        check_run_flags(args)
+        check_run_flags(args, config.data.dataset)
         out = (
             args.resume
             or args.out

@@ -11,7 +11,7 @@ import math
 from datetime import datetime
 from pathlib import Path
 
-from mixem.config import DATASET_PRESETS, Config
+from mixem.config import DATASET_PRESETS, Config, missing_data_dir_message
 from mixem.errors import MixemError
 from mixem.scores import FIXED_VARIANT, METRIC_KEYS, VALIDATION_KEYS
 from tune import cluster
@@ -121,7 +121,7 @@ def resolve_args(args: argparse.Namespace, kind: str) -> argparse.Namespace:
     if args.output is not None and args.output.exists() and not args.output.is_dir():
         raise MixemError(f"--output {args.output} is a file; pass a folder.")
     if args.data_dir is not None and "://" not in str(args.data_dir) and not args.data_dir.is_dir():
-        raise MixemError(f"--data-dir {args.data_dir} is not a folder; pass the folder that holds the datasets.")
+        raise MixemError(missing_data_dir_message(args.dataset, args.data_dir, download_flag=False))
     if cluster.in_ray_job():
         for name in ("output", "storage"):
             value = getattr(args, name)
