@@ -64,13 +64,14 @@ def commands(trial: pd.Series, seeds: int = 3) -> dict[str, str]:
     ``python tune/ablate.py`` running it with ``seeds`` seeds (preset ``given``: no overrides)."""
     changed = changed_fields(trial)
     dataset, epochs = trial["config/dataset"], int(trial["config/epochs"])
+    tokens = space_tokens(trial)  # none: the dataset's preset itself, which `given` runs without --space
     flags = " ".join(f"--{name.replace('_', '-')} {_text(value)}" if not isinstance(value, bool)
                      else f"--{'' if value else 'no-'}{name.replace('_', '-')}"
                      for name, value in changed.items() if name != "dataset")
     return {
         "train": f"python -m mixem.train --dataset {dataset} {flags}".strip(),
-        "confirm": f"python tune/ablate.py --dataset {dataset} --presets given --seeds {seeds} --max-epochs {epochs} "
-                   f"--space {' '.join(space_tokens(trial))}",
+        "confirm": f"python tune/ablate.py --dataset {dataset} --presets given --seeds {seeds} --max-epochs {epochs}"
+                   + "".join(f" {token}" for token in (["--space", *tokens] if tokens else [])),
     }
 
 

@@ -88,9 +88,10 @@ def efficiency_table(searches: dict[Path, tuple[str, pd.DataFrame, pd.DataFrame]
     for folder, (method, trials, epochs) in searches.items():
         working = (epochs["epoch_seconds"] + epochs["eval_seconds"]).groupby(epochs["trial_id"]).sum()
         reached = compute_to_target(trials, working, metric, target)
+        done = trials.loc[trials["status"] == "finished", f"final/{metric}"]
         rows.append({"search": folder.name, "method": method, "trials": len(trials),
                      **reached, "trial-seconds in all": trials["wall_seconds"].sum(),
-                     "best found": trials[f"final/{metric}"].max()})
+                     "best found": done.max() if metric_mode(metric) == "max" else done.min()})
     return pd.DataFrame(rows), target
 
 
@@ -103,17 +104,19 @@ def replay_asha(trials: pd.DataFrame, epochs: pd.DataFrame, metric: str, grace: 
     finished = trials.loc[trials["status"] == "finished", ["trial_id", f"final/{metric}", "epochs"]]
     last = int(finished["epochs"].max())
     sign = 1 if metric_mode(metric) == "max" else -1
+    # A trial without a value of the metric at an epoch (none yet, or NaN) ranks last there.
     values = epochs[epochs["trial_id"].isin(finished["trial_id"])].pivot_table(
-        index="epoch", columns="trial_id", values=metric).sort_index().ffill()
+        index="epoch", columns="trial_id", values=metric).reindex(columns=finished["trial_id"]).sort_index().ffill()
     alive, spent, trained_to, rung = list(finished["trial_id"]), 0, 0, grace
     while rung < last and len(alive) > 1:
         spent += (rung - trained_to) * len(alive)
         at_rung = values.loc[:rung].iloc[-1][alive] * sign
-        alive = list(at_rung.sort_values(ascending=False).index[:math.ceil(len(alive) / reduction_factor)])
+        alive = list(at_rung.sort_values(ascending=False, na_position="last")
+                     .index[:math.ceil(len(alive) / reduction_factor)])
         trained_to, rung = rung, rung * reduction_factor
     spent += (last - trained_to) * len(alive)
     final = finished.set_index("trial_id")[f"final/{metric}"]
-    kept = final[alive].max() if sign > 0 else final[alive].min()
+    kept = final[alive].max() if sign > 0 else final[alive].min()  # NaN if every trial kept has no value
     best = final.max() if sign > 0 else final.min()
     return {"grace": grace, "reduction factor": reduction_factor, "epochs / full run": spent / final.size / last,
             "best kept": kept, "best of all": best, "regret": sign * (best - kept)}
@@ -169,7 +172,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.float_format", "{:.3f}".format):
-        print(f"target: {metric} >= {target:.4f} (the best any finished trial reached, less {args.within})\n")
+        towards = (">=", "less") if metric_mode(metric) == "max" else ("<=", "plus")
+        print(f"target: {metric} {towards[0]} {target:.4f} (the best any finished trial reached, {towards[1]} "
+              f"{args.within})\n")
         print(table.to_string(index=False))
         print()
         print(summary(table).to_string())

@@ -14,7 +14,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, NullFormatter
 
-from analysis import rungs
+from analysis import rungs, tables
 from analysis.tables import finished, fixed_scores, is_number, reported_variant, searched_parameters, value_text
 from mixem.presets import COMPONENT_ABLATION, LOSS_ABLATION
 from mixem.scores import FIXED_VARIANT, NORMS, REPRESENTATIONS
@@ -39,16 +39,15 @@ def _offsets(count: int, width: float = 0.3) -> np.ndarray:
 
 
 def components_figure(trials: pd.DataFrame, stage: str) -> Figure | None:
-    """ACC of the fixed clustering against K (runs of ``COMPONENT_ABLATION``): one point per seed,
-    mean ± std as a line."""
-    runs = finished(trials)
-    runs = runs[runs["preset"].isin(COMPONENT_ABLATION)]
-    datasets = sorted(runs["dataset"].unique())
+    """ACC of the fixed clustering against K (the runs of the component-count table,
+    ``tables.component_runs``): one point per seed, mean ± std as a line."""
+    done = finished(trials)
+    datasets = sorted(done.loc[done["preset"].isin(COMPONENT_ABLATION), "dataset"].unique())
     if not datasets:
         return None
     figure, axes = _figure(1, len(datasets))
     for ax, dataset in zip(axes[0], datasets, strict=True):
-        group = runs[runs["dataset"] == dataset]
+        group = tables.component_runs(done, dataset)
         counts, means, stds = [], [], []
         for count in sorted(group["config/num_components"].unique()):
             acc = group.loc[group["config/num_components"] == count, f"{stage}/{FIXED_VARIANT}_acc"].dropna()

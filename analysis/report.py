@@ -375,15 +375,16 @@ def write_report(paths: list[str | Path], out: str | Path | None = None, stage: 
     plotted = {part.name: part.figure for section in sections for part in section.parts if isinstance(part, Plot)}
     try:
         out.mkdir(parents=True, exist_ok=True)
-        # A figure of an earlier report that this one does not draw would mislead.
-        stale = [out / name for name in FIGURE_FILES] + sorted(out.glob(SEARCH_FIGURE.format(sweep="*", dataset="*")))
-        for path in stale:
-            if path.name not in plotted:
-                path.unlink(missing_ok=True)
         for name, figure in plotted.items():
             write_atomic(out / name, partial(figure.savefig, format="png", dpi=110))
         write_atomic(out / LATEX_FILE, render_latex(sections, header))
         write_atomic(out / MARKDOWN_FILE, render_markdown(sections, header))
+        # A figure of an earlier report that this one does not draw would mislead; removed only once
+        # the new report is whole, so a failed write leaves the old report and its figures as they were.
+        stale = [out / name for name in FIGURE_FILES] + sorted(out.glob(SEARCH_FIGURE.format(sweep="*", dataset="*")))
+        for path in stale:
+            if path.name not in plotted:
+                path.unlink(missing_ok=True)
     except OSError as error:
         raise MixemError(f"Cannot write the report into {out} ({error.strerror}); "
                          "pass --out a writable folder.") from None

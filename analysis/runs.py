@@ -109,7 +109,7 @@ def _resolve(paths, file_name: str) -> list[tuple[str, Path]]:
     resolved = []
     for path, folder in zip(paths, folders, strict=True):
         # A Parquet file given by name is read as the trials; its epochs are the folder's.
-        named = path.is_file() and file_name == TRIALS_FILE and path.name != EPOCHS_FILE
+        named = path.is_file() and file_name == TRIALS_FILE and path.suffix == ".parquet" and path.name != EPOCHS_FILE
         file = path if named else folder / file_name
         if not file.is_file():
             raise MixemError(f"{folder} holds no {file_name}, so no sweep has written results there yet; {_FIX}.")

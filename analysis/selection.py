@@ -59,7 +59,7 @@ def selection_table(runs: pd.DataFrame, stage: str) -> pd.DataFrame:
         both = oriented.notna() & acc.notna()
         x, y = oriented[both], acc[both]
         varied = x.nunique() > 1 and y.nunique() > 1
-        pick = oriented.idxmax() if oriented.notna().any() else None
+        pick = x.idxmax() if both.any() else None  # among the trials whose pick can be judged
         picked_acc = acc[pick] if pick is not None else math.nan
         rows.append({"criterion": key, "better": "higher" if sign > 0 else "lower", "trials": int(both.sum()),
                      "Spearman": spearmanr(x, y).statistic if varied else math.nan,

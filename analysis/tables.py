@@ -202,16 +202,25 @@ def kmeans_table(trials: pd.DataFrame, stage: str, presets=("mixem", "simclr")) 
     return pd.DataFrame(rows, columns=["dataset", "preset", "representation", "norm", "clustering", *METRIC_COLUMNS])
 
 
+def component_runs(done: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    """The finished runs behind each K of the component count on ``dataset``: those of the preset
+    ``k<K>`` (``COMPONENT_ABLATION``), or, for a K that none of them has, the runs of ``mixem`` at that
+    K: with the dataset's default K, ``mixem`` is the same configuration as its ``k<K>`` preset (``k10``
+    on ten classes), so a sweep need not train it twice, and a sweep that did counts each run once."""
+    runs = done[done["dataset"] == dataset]
+    presets = runs[runs["preset"].isin(COMPONENT_ABLATION)]
+    mixem = runs[(runs["preset"] == "mixem") & ~runs["config/num_components"].isin(presets["config/num_components"])]
+    return pd.concat([presets, mixem])
+
+
 def component_table(trials: pd.DataFrame, stage: str) -> pd.DataFrame:
-    """The component count: runs of the presets ``COMPONENT_ABLATION`` grouped by K
-    (``config/num_components``), the fixed clustering. Runs of ``mixem`` count at their K too: with
-    the dataset's default K they are the same configuration as the ``k<K>`` preset (``k10`` on ten
-    classes), so a sweep need not train it twice. A K without a finished trial keeps its row."""
+    """The component count: the runs of ``component_runs`` grouped by K (``config/num_components``),
+    the fixed clustering. A K of ``COMPONENT_ABLATION`` without a finished run keeps its row."""
     _check_stage(stage)
     done = finished(trials)
     rows = []
     for dataset in _datasets_with(trials, COMPONENT_ABLATION):
-        runs = done[(done["dataset"] == dataset) & done["preset"].isin([*COMPONENT_ABLATION, "mixem"])]
+        runs = component_runs(done, dataset)
         counts = set(runs["config/num_components"]) | {ABLATIONS[preset]["num_components"]
                                                       for preset in COMPONENT_ABLATION}
         for count in sorted(int(k) for k in counts):

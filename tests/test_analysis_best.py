@@ -31,6 +31,17 @@ def test_prints_the_commands_of_the_best_finished_trial(capsys):
     assert out.startswith("best trial ") and "confirm: python tune/ablate.py --dataset digits --presets given" in out
 
 
+def test_a_trial_of_the_presets_own_config_is_confirmed_without_an_empty_space():
+    trial = pd.read_parquet(FIXTURES / "search" / "trials.parquet").iloc[0].copy()
+    preset = best.Config.for_dataset("digits").to_flat()
+    for name in best.changed_fields(trial):  # every searched field back to the digits preset's value
+        if name not in best.NOT_IN_SPACE:
+            trial[f"config/{name}"] = preset[name]
+    assert best.space_tokens(trial) == []
+    confirm = best.commands(trial)["confirm"]
+    assert "--space" not in confirm and confirm.endswith(f"--max-epochs {int(trial['config/epochs'])}")
+
+
 def test_a_metric_that_is_not_a_score_is_refused(tmp_path, capsys):
     search = copy(tmp_path, "search")
     assert "--metric bogus is not a score of an evaluation" in error(capsys, tmp_path, search, "--metric", "bogus")

@@ -73,6 +73,23 @@ def test_asha_replay_prunes_at_the_rung_and_may_cut_the_eventual_winner(tmp_path
     assert len(efficiency.replay_table(trials, epochs, METRIC)) == 3  # grace 1, factors 2, 3 and 4
 
 
+def test_a_minimised_metric_counts_down_and_a_trial_without_values_ranks_last(tmp_path, capsys):
+    grid = as_search(tmp_path, "grid", "grid", keep=lambda t: t["status"] == "finished")
+    trials, epochs = load_runs(grid), load_epochs(grid)
+    table, target = efficiency.efficiency_table(efficiency.load_searches([grid]), "val_loss", within=0.01)
+    assert table.loc[0, "best found"] == trials["final/val_loss"].min()
+    assert target == pytest.approx(trials["final/val_loss"].min() + 0.01)
+    assert efficiency.main([str(grid), "--metric", "val_loss"]) == 0
+    assert "target: val_loss <= " in capsys.readouterr().out
+    # One trial never measured the metric (a SimCLR-head trial and a compinit score): it is not kept.
+    blank = trials["trial_id"].iloc[0]
+    epochs.loc[epochs["trial_id"] == blank, METRIC] = float("nan")
+    replay = efficiency.replay_asha(trials, epochs, METRIC, grace=1, reduction_factor=4)
+    at_first = epochs[epochs["epoch"] == 1].set_index("trial_id")[METRIC].dropna()
+    assert blank not in at_first.index
+    assert replay["best kept"] == trials.set_index("trial_id").loc[at_first.idxmax(), f"final/{METRIC}"]
+
+
 def test_the_command_prints_the_table_and_refuses_bad_input(tmp_path, capsys):
     grid = as_search(tmp_path, "grid", "grid", keep=lambda t: t["status"] == "finished")
     assert efficiency.main([str(as_search(tmp_path, "tpe", "optuna")), str(grid)]) == 0

@@ -79,6 +79,8 @@ def test_load_runs_reads_several_folders_and_joins_epochs():
     assert len(joined) == len(epochs)
     with pytest.raises(MixemError, match="are the same sweep folder; pass each sweep folder once"):
         load_runs(SWEEPS[0], SWEEPS[0] / "trials.parquet")
+    # Another file of a sweep folder stands for its folder, not for a trials file.
+    assert load_runs(SWEEPS[1] / "sweep.json").equals(load_runs(SWEEPS[1]))
 
 
 def test_sections_without_runs_are_left_out_and_named_with_their_command():

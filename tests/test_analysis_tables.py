@@ -6,7 +6,7 @@ import math
 import pandas as pd
 import pytest
 
-from analysis import rungs, tables
+from analysis import plots, rungs, tables
 from analysis.runs import EPOCH_COLUMNS, TRIAL_COLUMNS
 from mixem.config import Config
 from mixem.presets import ABLATIONS, LOSS_ABLATION
@@ -130,6 +130,21 @@ def test_component_table_groups_by_k_fixed_variant_and_marks_a_missing_preset():
     table = tables.component_table(frame(*rows), "final")
     assert list(table["K"]) == [10, 20, 40]
     assert list(table["ACC"]) == ["0.700 ± 0.141 (n=2)", "0.500 (n=1)", tables.NO_RUN]
+
+
+def test_component_table_counts_mixem_only_where_no_k_preset_ran():
+    """mixem at the default K is the k10 configuration: with both run, K=10 holds the k10 runs once;
+    with mixem alone, its runs fill the row. The figure plots the same runs."""
+    k10 = [trial("k10", seed, metrics={"compinit_z_l2_acc": acc}) for seed, acc in enumerate([0.6, 0.8])]
+    mixem = [trial("mixem", seed, metrics={"compinit_z_l2_acc": 0.1}) for seed in range(3)]
+    k20 = [trial("k20", metrics={"compinit_z_l2_acc": 0.5})]
+    both = tables.component_table(frame(*k10, *mixem, *k20), "final")
+    assert list(both["ACC"]) == ["0.700 ± 0.141 (n=2)", "0.500 (n=1)", tables.NO_RUN]
+    alone = tables.component_table(frame(*mixem, *k20), "final")
+    assert list(alone["ACC"]) == ["0.100 ± 0.000 (n=3)", "0.500 (n=1)", tables.NO_RUN]
+    figure = plots.components_figure(frame(*k10, *mixem, *k20), "final")
+    scatters = [c for c in figure.axes[0].collections if type(c).__name__ == "PathCollection"]
+    assert [len(points.get_offsets()) for points in scatters] == [2, 1]  # K=10: the two k10 seeds
 
 
 def test_cost_table_counts_every_status_in_hours():
