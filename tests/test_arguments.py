@@ -1,6 +1,7 @@
 """tune/sweep.py and tune/ablate.py refuse bad input before any work: one sentence, exit 2, no file
 touched. And tune/run.py's lock on the output folder. None of this starts Ray."""
 
+import argparse
 import json
 import os
 import subprocess
@@ -195,3 +196,57 @@ def test_resume_refuses_changed_settings_and_a_corrupt_sweep_json(tmp_path, caps
     assert "sweep.json is corrupt" in error_of(sweep.main, capsys, ["--output", str(output), "--resume"])
     (output / "sweep.json").write_text(original)  # only the changes above were the test's own
     assert {path.name: path.read_bytes() for path in output.iterdir()} == before
+
+
+def resumed(tmp_path: Path, argv: list[str], **saved) -> argparse.Namespace:
+    """The arguments ``tune/sweep.py --output OUT --resume ARGV`` resolves to, for a copy of the fixture
+    search whose sweep.json holds ``saved``."""
+    import shutil
+
+    from tune.arguments import resolve_args
+    from tune.run import given_flags
+
+    output = tmp_path / "sweep"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "search", output)
+    settings = json.loads((output / "sweep.json").read_text())
+    (output / "sweep.json").write_text(json.dumps({**settings, "args": {**settings["args"], **saved}}))
+    argv = ["--output", str(output), "--resume", *argv]
+    parser = sweep.build_parser()
+    args = parser.parse_args(argv)
+    args.given = given_flags(parser, argv)
+    return resolve_args(args, "sweep")
+
+
+def test_resume_takes_a_where_flag_given_at_its_default_value(tmp_path):
+    """--max-failures 2 and --no-compile are defaults, and still replace what the sweep started with."""
+    restored = resumed(tmp_path, ["--max-failures", "2", "--no-compile"], max_failures=5, compile=True)
+    assert (restored.max_failures, restored.compile) == (2, False)
+    kept = resumed(tmp_path / "again", [], max_failures=5, compile=True)
+    assert (kept.max_failures, kept.compile) == (5, True)
+
+
+def test_resume_names_a_data_dir_missing_on_this_machine(tmp_path, capsys):
+    output = tmp_path / "sweep"
+    with pytest.raises(MixemError, match="--data-dir /no/such/data, the sweep's, is not a folder on this machine; "
+                                         "pass --data-dir"):
+        resumed(tmp_path, [], data_dir="/no/such/data")
+    assert resumed(tmp_path / "again", ["--data-dir", str(tmp_path)], data_dir="/no/such/data").data_dir == tmp_path
+    assert output.exists()
+
+
+def test_resume_from_a_relative_storage_path_is_made_absolute(tmp_path, monkeypatch, capsys):
+    import shutil
+
+    from tune.results import STORAGE_FOLDER
+
+    experiment = tmp_path / "storage" / "sweep-digits-1"
+    (experiment / STORAGE_FOLDER).mkdir(parents=True)
+    for name in ("sweep.json", "trials.parquet", "epochs.parquet"):
+        shutil.copy(Path(__file__).parent / "fixtures" / "search" / name, experiment / STORAGE_FOLDER / name)
+    monkeypatch.chdir(tmp_path)
+    from tune.arguments import resolve_args
+
+    args = sweep.build_parser().parse_args(["--output", "here", "--resume-from", "storage/sweep-digits-1"])
+    restored = resolve_args(args, "sweep")
+    assert (restored.storage, restored.name) == (str(tmp_path / "storage"), "sweep-digits-1")
+    assert "names no experiment folder" in error_of(sweep.main, capsys, ["--output", "there", "--resume-from", "s3://"])

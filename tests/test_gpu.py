@@ -37,3 +37,13 @@ def test_a_gpu_checkpoint_resumes_on_the_cpu(tmp_path):
     resumed = train(Config.for_dataset("digits", {"epochs": 2, "kmeans_n_init": 2}), tmp_path / "run",
                     resume_from=tmp_path / "run", device="cpu")
     assert resumed["epoch"] == 2
+
+
+@cuda
+def test_a_gpu_index_this_machine_lacks_is_refused(tmp_path, capsys):
+    from mixem.train import main
+
+    index = torch.cuda.device_count()
+    assert main(["--device", f"cuda:{index}", "--out", str(tmp_path / "out")]) == 2
+    assert f"torch sees {index} GPU(s) here" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -72,10 +72,10 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                        help="times Ray Train restarts a trial's workers after a real fault (a lost node, a killed "
                        "worker), from its last checkpoint; a diverged loss or bad input is never retried "
                        "(default: %(default)s)")
-    where.add_argument("--compile", action="store_true",
+    where.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
                        help="torch.compile each trial's model (mixem.train --compile; on GPUs the step already "
                        "uses bf16, channels_last and fused Adam)")
-    where.add_argument("--verbose", action="store_true",
+    where.add_argument("--verbose", action=argparse.BooleanOptionalAction, default=False,
                        help="also show what workers print and Ray's own warnings (otherwise in Ray's logs)")
     out = parser.add_argument_group("results")
     out.add_argument("--output", type=Path,
@@ -85,7 +85,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                      help="Ray's persistent storage for checkpoints, experiment state and a copy of the results: a "
                      "local path, or s3://BUCKET/PREFIX, which every node of a multi-node cluster must reach "
                      "(default: OUTPUT/ray on a local Ray)")
-    out.add_argument("--storage-shared", action="store_true",
+    out.add_argument("--storage-shared", action=argparse.BooleanOptionalAction, default=False,
                      help="with --address: vouch that a local --storage path is mounted on every node")
     out.add_argument("--checkpoint-every", type=int, default=0,
                      help="also checkpoint every N epochs; 0 (default): only on evaluated epochs and the last")
@@ -120,7 +120,7 @@ def resolve_args(args: argparse.Namespace, kind: str) -> argparse.Namespace:
         raise MixemError(f"--reduction-factor must be a finite number more than 1, not {factor}.")
     if args.output is not None and args.output.exists() and not args.output.is_dir():
         raise MixemError(f"--output {args.output} is a file; pass a folder.")
-    if args.data_dir is not None and "://" not in str(args.data_dir) and not args.data_dir.is_dir():
+    if args.data_dir is not None and not args.data_dir.is_dir():
         raise MixemError(missing_data_dir_message(args.dataset, args.data_dir, download_flag=False))
     if cluster.in_ray_job():
         for name in ("output", "storage"):
@@ -135,6 +135,9 @@ def resolve_args(args: argparse.Namespace, kind: str) -> argparse.Namespace:
             raise MixemError(f"{flags} cannot change on --resume (a sweep keeps the settings it started with); "
                              "leave them out, or start a new sweep with another --output.")
         restored = _restored_args(args, kind)
+        if restored.data_dir is not None and not restored.data_dir.is_dir():
+            raise MixemError(f"--data-dir {restored.data_dir}, the sweep's, is not a folder on this machine; pass "
+                             "--data-dir with the folder that holds the datasets here.")
         try:
             resolve_args(argparse.Namespace(**{**vars(restored), "resume": False, "resume_from": None,
                                                "output": None, "storage": restored.storage, "given": []}), kind)
@@ -179,6 +182,7 @@ def _restored_args(args: argparse.Namespace, kind: str) -> argparse.Namespace:
         raise MixemError("--resume and --resume-from need --output, the sweep's local folder.")
     settings_file = args.output / SETTINGS_FILE
     if args.resume_from:
+        _split_experiment(args.resume_from)  # a path that names no experiment folder is refused before any download
         if settings_file.exists():
             raise MixemError(f"{args.output} already holds a sweep; resume it with --resume, or pass another --output.")
         source = Storage(args.resume_from).child(STORAGE_FOLDER)
@@ -200,17 +204,32 @@ def _restored_args(args: argparse.Namespace, kind: str) -> argparse.Namespace:
         if not (isinstance(restored.name, str) and isinstance(restored.storage, str)):
             raise TypeError("name and storage must be text")
         if args.resume_from:  # where the storage is now, which may not be where the sweep wrote it
-            restored.storage, _, restored.name = args.resume_from.rstrip("/").rpartition("/")
+            restored.storage, restored.name = _split_experiment(args.resume_from)
     except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as error:
         raise MixemError(f"{settings_file} is corrupt ({error!r}); the sweep cannot be resumed.") from None
+    # A flag of WHERE given now is taken, even at its default value (--max-failures 0, --no-compile);
+    # without the list of given flags (a caller that built args itself), one that differs from its default.
+    given = getattr(args, "given", None)
     for name in WHERE:
-        if getattr(args, name) != vars(build_defaults()).get(name):
+        if name in given if given is not None else getattr(args, name) != vars(build_defaults()).get(name):
             setattr(restored, name, getattr(args, name))
     restored.data_dir = Path(restored.data_dir) if restored.data_dir else None
     restored.output, restored.resume = args.output, True
     if restored.address is not None:
         cluster.check_storage(restored.storage, shared=restored.storage_shared)
     return restored
+
+
+def _split_experiment(path: str) -> tuple[str, str]:
+    """(storage, experiment name) of the experiment folder ``path``: a URI, or a local path made
+    absolute (Ray wants absolute paths; trials run in other folders)."""
+    if "://" not in path:
+        path = str(Path(path).resolve())
+    storage, _, name = path.rstrip("/").rpartition("/")
+    if not storage or not name or storage.endswith(":/"):
+        raise MixemError(f"--resume-from {path} names no experiment folder; pass the storage folder the sweep "
+                         "printed at its start (STORAGE/NAME).")
+    return storage, name
 
 
 def build_defaults() -> argparse.Namespace:

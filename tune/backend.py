@@ -11,15 +11,20 @@ nccl is kept (no TPU slices).
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 from dataclasses import dataclass
 
 import ray
+from ray._private.ray_constants import env_integer
+from ray.exceptions import GetTimeoutError
 from ray.train._internal.utils import get_address_and_port
 from ray.train.backend import Backend, BackendConfig
+from ray.train.constants import DEFAULT_TORCH_PROCESS_GROUP_SHUTDOWN_TIMEOUT_S, TORCH_PROCESS_GROUP_SHUTDOWN_TIMEOUT_S
 from ray.train.v2._internal.util import TrainingFramework
 
 _TORCH_CONFIG = "ray.train.torch.config"
+logger = logging.getLogger(__name__)
 
 
 def _on_worker(function: str, **kwargs):
@@ -57,7 +62,14 @@ class _Backend(Backend):
                  for rank in range(len(worker_group))])
 
     def on_shutdown(self, worker_group, backend_config: TorchProcessGroup) -> None:
-        worker_group.execute(_on_worker, function="_shutdown_torch", destroy_process_group=len(worker_group) > 1)
+        # As _TorchBackend.on_shutdown: a worker stuck in destroy_process_group does not hold the trial.
+        futures = worker_group.execute_async(_on_worker, function="_shutdown_torch",
+                                             destroy_process_group=len(worker_group) > 1)
+        timeout_s = env_integer(TORCH_PROCESS_GROUP_SHUTDOWN_TIMEOUT_S, DEFAULT_TORCH_PROCESS_GROUP_SHUTDOWN_TIMEOUT_S)
+        try:
+            ray.get(futures, timeout=timeout_s)
+        except GetTimeoutError:
+            logger.warning("torch's process group shutdown timed out after %s seconds", timeout_s)
 
 
 @dataclass
