@@ -10,16 +10,23 @@ reads its `trials.parquet` and `epochs.parquet`: per trial, `wall_seconds` (from
 starts the trial to its end, as the sweep records it) minus the `epoch_seconds` and `eval_seconds`
 its worker measured. What is left is Ray's: starting the trial's actor, Ray Train's controller,
 its worker and their imports, placement groups, reporting, checkpoints and teardown.
+
+Part of that the trainer pays without Ray too: importing torch and scikit-learn, loading the data,
+building the model. So the same trials are also run as ``python -m mixem.train`` processes, one
+after the other, and their wall time less the same epoch and evaluation seconds is printed beside
+it: the start-up a trial would cost with no Ray at all.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 if __name__ == "__main__":  # `python benchmarks/ray_overhead.py`: make the project importable
@@ -54,15 +61,40 @@ def sweep_overheads(trials: int, epochs: int, project: Path = ROOT) -> tuple[lis
     return overhead.tolist(), runs["wall_seconds"].tolist()
 
 
+def standalone_startups(trials: int, epochs: int, project: Path = ROOT) -> list[float]:
+    """Seconds of each of the sweep's trials, run alone as ``python -m mixem.train``, that are not
+    its epochs and evaluations: the trainer's own start-up and end, with no Ray."""
+    flags = [token for field in FIXED for token in ("--" + field.split("=")[0].replace("_", "-"), field.split("=")[1])]
+    startups = []
+    with tempfile.TemporaryDirectory(prefix="mixem-standalone-") as folder:
+        for index, lr in enumerate(LEARNING_RATES[:trials]):
+            out = Path(folder) / f"run-{index}"
+            command = [sys.executable, "-m", "mixem.train", "--dataset", "digits", *flags, "--lr", lr,
+                       "--epochs", str(epochs), "--eval-every", str(epochs), "--out", str(out)]
+            started = time.perf_counter()
+            done = subprocess.run(command, capture_output=True, text=True, cwd=project)
+            wall = time.perf_counter() - started
+            if done.returncode != 0:
+                raise SystemExit(f"python -m mixem.train failed:\n{done.stderr[-2000:]}")
+            history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines() if line]
+            startups.append(wall - sum(row["epoch_seconds"] + (row.get("eval_seconds") or 0.0) for row in history))
+    return startups
+
+
 def measure(quick: bool, device: str = "cpu", project: Path = ROOT) -> list[dict]:
     trials = 2 if quick else 4
     command = "python benchmarks/ray_overhead.py" + (" --quick" if quick else "")
     if project != ROOT:
         command += f" --project {project}"
     overhead, wall = sweep_overheads(trials, 2, project)
+    startup = standalone_startups(trials, 2, project)
     return [figure(f"Ray overhead per trial (local sweep, {trials} digits trials x 2 epochs)",
                    statistics.median(overhead), "s", command),
-            figure("trial wall time (same sweep)", statistics.median(wall), "s", command)]
+            figure("trial wall time (same sweep)", statistics.median(wall), "s", command),
+            figure("the same trials' start-up without Ray (python -m mixem.train)", statistics.median(startup), "s",
+                   command),
+            figure("Ray's own share (overhead less that start-up)",
+                   statistics.median(overhead) - statistics.median(startup), "s", command)]
 
 
 def main(argv: list[str] | None = None) -> None:
