@@ -1,12 +1,13 @@
-"""One trial of a sweep: a Tune function trainable that fits a Ray Train ``TorchTrainer`` whose
-workers run ``mixem.train.train`` (DDP across the workers of a trial).
+"""One trial of a sweep: a Tune function trainable that fits a Ray Train ``DataParallelTrainer`` with
+a torch process group (``tune.backend``), whose workers run ``mixem.train.train`` (DDP across the
+workers of a trial).
 
 How the pieces fit (Ray 2.60, where Train V2 is the default):
 
 - ``run_trial`` holds no CPU and is pinned to the sweep driver's node; it only waits on its
-  TorchTrainer. The workers call ``ray.train.report`` every epoch, with a checkpoint on evaluated
+  trainer. The workers call ``ray.train.report`` every epoch, with a checkpoint on evaluated
   epochs, every ``--checkpoint-every`` epochs and the last; ``TuneReportCallback`` hands rank 0's
-  metrics on to Tune. (``Tuner(TorchTrainer(...))`` fails under Train V2, and ``ray.tune.report``
+  metrics on to Tune. (``Tuner(trainer)`` fails under Train V2, and ``ray.tune.report``
   inside a Train worker drops the metrics silently.)
 - The Train run is named after the trial id under the sweep's storage: Train's retries (real
   faults: a lost node, a killed worker) and a resumed sweep continue from the trial's last checkpoint.
@@ -35,7 +36,7 @@ from tune.results import TRIALS_FILE, read_parquet, trials_schema
 # The key of a worker's report that says the trial failed with a MixemError, and why.
 TRIAL_ERROR = "trial_error"
 NAN = float("nan")
-# The trial driver only waits on its TorchTrainer. It must hold no CPU, or with as many trials as
+# The trial driver only waits on its trainer. It must hold no CPU, or with as many trials as
 # CPUs the drivers take every CPU and the Train workers never start; Tune rejects a bundle of
 # nothing but zeros, so it asks for a little memory instead.
 TRIAL_DRIVER_MEMORY = 256 * 2**20
@@ -53,7 +54,7 @@ def worst_value(metric: str) -> float:
 
 @dataclass(frozen=True)
 class TrialResources:
-    """What each trial's TorchTrainer asks for, and how its workers talk."""
+    """What each trial's trainer asks for, and how its workers talk."""
 
     workers: int
     cpus_per_worker: float
