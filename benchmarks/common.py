@@ -44,15 +44,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def check_device(parser: argparse.ArgumentParser, device: str) -> None:
     """Exit with a one-sentence usage error unless ``device`` is a torch device this machine has."""
+    from mixem.errors import MixemError
+    from mixem.train import check_device as check  # the trainer's own check, messages and all
+
     try:
-        chosen = torch.device(device)
-    except RuntimeError:
-        parser.error(f"--device {device!r} is not a torch device; use cpu or cuda.")
-    if chosen.type == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda needs a GPU, and torch sees none; use --device cpu.")
-    if chosen.type == "cuda" and chosen.index is not None and chosen.index >= torch.cuda.device_count():
-        parser.error(f"--device {device} is not among the {torch.cuda.device_count()} GPU(s) torch sees; "
-                     "use cuda or cuda:0.")
+        check(device)
+    except MixemError as error:
+        parser.error(str(error))
 
 
 def print_table(rows: list[dict]) -> None:

@@ -512,18 +512,24 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return Config.for_dataset(dataset, {**preset, **explicit})
 
 
+def check_device(name: str) -> None:
+    """MixemError unless ``name`` is a torch device this machine has (the trainer's and the
+    benchmarks' --device)."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise MixemError(f"--device {name} is not a torch device; pass cpu, cuda or cuda:N.") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise MixemError(f"--device {name}, but torch sees no GPU here; pass --device cpu or leave it out.")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise MixemError(f"--device {name}, but torch sees {torch.cuda.device_count()} GPU(s) here, "
+                         f"cuda:0 to cuda:{torch.cuda.device_count() - 1}; pass one of them.")
+
+
 def check_run_flags(args: argparse.Namespace, dataset: str) -> None:
     """The flags that are not config fields: --device, --data-dir, --out with --resume."""
     if args.device is not None:
-        try:
-            device = torch.device(args.device)
-        except RuntimeError:
-            raise MixemError(f"--device {args.device} is not a torch device; pass cpu, cuda or cuda:N.") from None
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise MixemError(f"--device {args.device}, but torch sees no GPU here; pass --device cpu or leave it out.")
-        if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-            raise MixemError(f"--device {args.device}, but torch sees {torch.cuda.device_count()} GPU(s) here, "
-                             f"cuda:0 to cuda:{torch.cuda.device_count() - 1}; pass one of them.")
+        check_device(args.device)
     if args.data_dir is not None and not args.download and not args.data_dir.is_dir():
         raise MixemError(missing_data_dir_message(dataset, args.data_dir))
     if args.resume is not None and args.out is not None and args.out.resolve() != args.resume.resolve():
