@@ -16,7 +16,7 @@ def test_the_train_controller_unpickles_its_callbacks_without_torch(tmp_path):
     from tune.backend import TorchProcessGroup
     from tune.trial import trainer_class
 
-    trainer = trainer_class()(lambda config: None, torch_config=TorchProcessGroup(backend="gloo"),
+    trainer = trainer_class()(lambda config: None, backend_config=TorchProcessGroup(backend="gloo"),
                               scaling_config=ScalingConfig(num_workers=1),
                               run_config=RunConfig(name="x", storage_path=str(tmp_path)))
     import cloudpickle
@@ -35,7 +35,7 @@ def test_a_trials_driver_builds_its_trainer_without_torch():
     there (as ``ray.train.torch`` does) would cost every trial about 2 s on 2 cores."""
     script = ("import sys; from ray.train import RunConfig, ScalingConfig; "
               "from tune.backend import TorchProcessGroup; from tune.trial import trainer_class; "
-              "trainer = trainer_class()(lambda config: None, torch_config=TorchProcessGroup(backend='gloo'), "
+              "trainer = trainer_class()(lambda config: None, backend_config=TorchProcessGroup(backend='gloo'), "
               "scaling_config=ScalingConfig(num_workers=1), run_config=RunConfig(name='x', storage_path='/tmp')); "
               "print(type(trainer.backend_config).__name__, 'torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120)

@@ -138,9 +138,9 @@ def resolve_args(args: argparse.Namespace, kind: str) -> argparse.Namespace:
         if restored.data_dir is not None and not restored.data_dir.is_dir():
             raise MixemError(f"--data-dir {restored.data_dir}, the sweep's, is not a folder on this machine; pass "
                              "--data-dir with the folder that holds the datasets here.")
-        try:
-            resolve_args(argparse.Namespace(**{**vars(restored), "resume": False, "resume_from": None,
-                                               "output": None, "storage": restored.storage, "given": []}), kind)
+        try:  # every setting as on a command line; the data folder was checked just above
+            resolve_args(argparse.Namespace(**{**vars(restored), "resume": False, "resume_from": None, "output": None,
+                                               "data_dir": None, "storage": restored.storage, "given": []}), kind)
         except MixemError as error:
             raise MixemError(f"{args.output / SETTINGS_FILE} is corrupt: {error}") from None
         return restored
@@ -181,8 +181,9 @@ def _restored_args(args: argparse.Namespace, kind: str) -> argparse.Namespace:
     if args.output is None:
         raise MixemError("--resume and --resume-from need --output, the sweep's local folder.")
     settings_file = args.output / SETTINGS_FILE
+    # Where the storage is now, which may not be where the sweep wrote it; checked before any download.
+    moved = _split_experiment(args.resume_from) if args.resume_from else None
     if args.resume_from:
-        _split_experiment(args.resume_from)  # a path that names no experiment folder is refused before any download
         if settings_file.exists():
             raise MixemError(f"{args.output} already holds a sweep; resume it with --resume, or pass another --output.")
         source = Storage(args.resume_from).child(STORAGE_FOLDER)
@@ -203,8 +204,8 @@ def _restored_args(args: argparse.Namespace, kind: str) -> argparse.Namespace:
         restored.name, restored.storage = saved["name"], saved["storage"]
         if not (isinstance(restored.name, str) and isinstance(restored.storage, str)):
             raise TypeError("name and storage must be text")
-        if args.resume_from:  # where the storage is now, which may not be where the sweep wrote it
-            restored.storage, restored.name = _split_experiment(args.resume_from)
+        if moved is not None:
+            restored.storage, restored.name = moved
     except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as error:
         raise MixemError(f"{settings_file} is corrupt ({error!r}); the sweep cannot be resumed.") from None
     # A flag of WHERE given now is taken, even at its default value (--max-failures 0, --no-compile);

@@ -139,9 +139,6 @@ def trainer_class():
     from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
     class Trainer(DataParallelTrainer):
-        def __init__(self, train_loop_per_worker, *, torch_config: TorchProcessGroup, **kwargs):
-            super().__init__(train_loop_per_worker, backend_config=torch_config, **kwargs)
-
         def _create_default_callbacks(self):
             return [callback for callback in super()._create_default_callbacks()
                     if not isinstance(callback, DatasetsCallback)]
@@ -171,7 +168,7 @@ def make_trainable(resources: TrialResources, *, output: Path, train_storage: st
             train_worker,
             train_loop_config={"config": config.to_flat(), "data_dir": data_dir, "metric": metric,
                                "checkpoint_every": checkpoint_every, "compile": compile},
-            torch_config=TorchProcessGroup(backend=resources.backend),
+            backend_config=TorchProcessGroup(backend=resources.backend),
             scaling_config=ScalingConfig(
                 num_workers=resources.workers,
                 use_gpu=resources.gpus_per_worker > 0,
