@@ -65,6 +65,11 @@ def compute_to_target(trials: pd.DataFrame, working: pd.Series, metric: str, tar
     return {"trial-seconds": wall, "training seconds": training, "reached": False}
 
 
+def best_of(values: pd.Series, metric: str) -> float:
+    """The best of ``values`` of ``metric`` (the largest, or the smallest of a metric to minimise)."""
+    return values.max() if metric_mode(metric) == "max" else values.min()
+
+
 def load_searches(folders: list[Path]) -> dict[Path, tuple[str, pd.DataFrame, pd.DataFrame]]:
     """``{folder: (method, trials, epochs)}``, each folder's ``method_of``, ``load_runs`` and ``load_epochs``;
     MixemError if two paths are of the same folder."""
@@ -82,16 +87,15 @@ def efficiency_table(searches: dict[Path, tuple[str, pd.DataFrame, pd.DataFrame]
     finished = pd.concat([trials[trials["status"] == "finished"] for _, trials, _ in searches.values()])
     if finished.empty or finished[f"final/{metric}"].isna().all():
         raise MixemError(f"No finished trial has a value of {metric}; pass folders of finished searches.")
-    best = finished[f"final/{metric}"].max() if metric_mode(metric) == "max" else finished[f"final/{metric}"].min()
+    best = best_of(finished[f"final/{metric}"], metric)
     target = best - within if metric_mode(metric) == "max" else best + within
     rows = []
     for folder, (method, trials, epochs) in searches.items():
         working = (epochs["epoch_seconds"] + epochs["eval_seconds"]).groupby(epochs["trial_id"]).sum()
         reached = compute_to_target(trials, working, metric, target)
-        done = trials.loc[trials["status"] == "finished", f"final/{metric}"]
         rows.append({"search": folder.name, "method": method, "trials": len(trials),
                      **reached, "trial-seconds in all": trials["wall_seconds"].sum(),
-                     "best found": done.max() if metric_mode(metric) == "max" else done.min()})
+                     "best found": best_of(trials.loc[trials["status"] == "finished", f"final/{metric}"], metric)})
     return pd.DataFrame(rows), target
 
 
@@ -116,8 +120,8 @@ def replay_asha(trials: pd.DataFrame, epochs: pd.DataFrame, metric: str, grace: 
         trained_to, rung = rung, rung * reduction_factor
     spent += (last - trained_to) * len(alive)
     final = finished.set_index("trial_id")[f"final/{metric}"]
-    kept = final[alive].max() if sign > 0 else final[alive].min()  # NaN if every trial kept has no value
-    best = final.max() if sign > 0 else final.min()
+    kept = best_of(final[alive], metric)  # NaN if every trial kept has no value
+    best = best_of(final, metric)
     return {"grace": grace, "reduction factor": reduction_factor, "epochs / full run": spent / final.size / last,
             "best kept": kept, "best of all": best, "regret": sign * (best - kept)}
 

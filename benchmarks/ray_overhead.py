@@ -64,7 +64,8 @@ def sweep_overheads(trials: int, epochs: int, project: Path = ROOT) -> tuple[lis
 def standalone_startups(trials: int, epochs: int, project: Path = ROOT) -> list[float]:
     """Seconds of each of the sweep's trials, run alone as ``python -m mixem.train``, that are not
     its epochs and evaluations: the trainer's own start-up and end, with no Ray."""
-    flags = [token for field in FIXED for token in ("--" + field.split("=")[0].replace("_", "-"), field.split("=")[1])]
+    pairs = (field.split("=") for field in FIXED)
+    flags = [token for name, value in pairs for token in ("--" + name.replace("_", "-"), value)]
     startups = []
     with tempfile.TemporaryDirectory(prefix="mixem-standalone-") as folder:
         for index, lr in enumerate(LEARNING_RATES[:trials]):
