@@ -12,8 +12,6 @@ import statistics
 import time
 from collections.abc import Callable
 
-import torch
-
 
 def figure(name: str, value: float, unit: str, command: str) -> dict:
     return {"figure": name, "value": float(value), "unit": unit, "command": command}
@@ -34,6 +32,8 @@ def take_turns(runs: list[Callable[[], object]], repeats: int, wait: Callable[[]
 
 
 def waiter(device: str) -> Callable[[], object]:
+    import torch  # here, not at the top: the Ray benchmarks' sweep drivers never import torch
+
     return torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
 
 
