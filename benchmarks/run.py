@@ -1,7 +1,7 @@
 """The benchmark suite: every figure, measured in this one process, printed as one table.
 
-    python -m benchmarks --quick             # under 3 minutes on a 2-core CPU
-    python -m benchmarks                     # the figures benchmarks/RESULTS.md reports
+    python -m benchmarks --quick             # under 3 minutes on a 2-core CPU: benchmarks/RESULTS.md's CPU figures
+    python -m benchmarks                     # GPU-sized batches (ResNet-18 at 512): hours on a CPU, minutes on a GPU
     python -m benchmarks --device cuda       # adds the GPU figures (ResNet-18 views/s per speed option)
     python -m benchmarks --only train_step augment
 
