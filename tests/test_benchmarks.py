@@ -3,6 +3,7 @@ the machine is shared; benchmarks/RESULTS.md holds measured figures)."""
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,3 +45,13 @@ def test_the_trial_timeline_splits_processes_into_trials():
                        "training and evaluating"
     assert table[3].split() == ["TrainController", "2.00", "3.50", "20.00"]
     assert format_trial(1, trials[1], None).splitlines()[-1].split() == ["ImplicitFunc", "0.00", "1.00", "alive"]
+
+
+def test_eval_cost_without_the_data_says_where_the_files_go(tmp_path):
+    """A dataset whose files are missing: one sentence naming the folder and the fix, exit 2, and no
+    training first."""
+    done = subprocess.run([sys.executable, "benchmarks/eval_cost.py", "--dataset", "cifar10", "--data-dir",
+                           str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    assert f"{tmp_path}/cifar-10-batches-py" in done.stderr and "--download" in done.stderr
