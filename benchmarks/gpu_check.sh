@@ -11,13 +11,15 @@ cd "$(dirname "$0")/.."
 
 device=cuda
 quick=""
+usage() { echo "usage: bash benchmarks/gpu_check.sh [--device cuda|cpu] [--quick]${1:+: $1}" >&2; exit 2; }
 while [ $# -gt 0 ]; do
     case "$1" in
-        --device) device="$2"; shift 2 ;;
+        --device) [ $# -ge 2 ] || usage "--device needs a value"; device="$2"; shift 2 ;;
         --quick) quick="--quick"; shift ;;
-        *) echo "usage: bash benchmarks/gpu_check.sh [--device cuda|cpu] [--quick]" >&2; exit 2 ;;
+        *) usage "unknown argument $1" ;;
     esac
 done
+case "$device" in cuda|cpu) ;; *) usage "--device is cuda or cpu, not $device" ;; esac
 python=python3
 [ -x .venv/bin/python ] && python=.venv/bin/python
 out="${OUT:-/tmp/mixem-gpu-check}"
