@@ -43,21 +43,31 @@ FIXED = ["num_components=10", "w_entropy=2", "w_instance=0.1", "w_pull=0.1", "w_
 LEARNING_RATES = ["1e-3", "2e-3", "3e-3", "4e-3"]
 
 
+def sweep_arguments(trials: int, epochs: int, output: Path) -> list[str]:
+    """``tune/sweep.py``'s arguments for the measured sweep: ``trials`` digits trials of ``epochs``
+    epochs, one at a time, into ``output``."""
+    return ["--dataset", "digits", "--search", "grid", "--space", *FIXED, "lr=" + ",".join(LEARNING_RATES[:trials]),
+            "--max-epochs", str(epochs), "--grace-epochs", str(epochs), "--max-concurrent", "1",
+            "--output", str(output)]
+
+
+def working_seconds(epochs: pd.DataFrame) -> pd.Series:
+    """Seconds each trial's worker spent training and evaluating, by trial id (sorted)."""
+    return (epochs["epoch_seconds"] + epochs["eval_seconds"]).groupby(epochs["trial_id"]).sum()
+
+
 def sweep_overheads(trials: int, epochs: int, project: Path = ROOT) -> tuple[list[float], list[float]]:
     """(overhead, wall) seconds of each trial of a fresh local sweep of the checkout ``project``."""
     with tempfile.TemporaryDirectory(prefix="mixem-ray-overhead-") as folder:
         output = Path(folder) / "sweep"
-        command = [sys.executable, str(project / "tune" / "sweep.py"), "--dataset", "digits", "--search", "grid",
-                   "--space", *FIXED, "lr=" + ",".join(LEARNING_RATES[:trials]), "--max-epochs", str(epochs),
-                   "--grace-epochs", str(epochs), "--max-concurrent", "1", "--output", str(output)]
+        command = [sys.executable, str(project / "tune" / "sweep.py"), *sweep_arguments(trials, epochs, output)]
         # In the checkout's own folder: Ray puts the driver's folder on its workers' path.
         done = subprocess.run(command, capture_output=True, text=True, cwd=project,
                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
         if done.returncode != 0:
             raise SystemExit(f"the sweep failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
         runs, epochs_frame = pd.read_parquet(output / "trials.parquet"), pd.read_parquet(output / "epochs.parquet")
-    working = (epochs_frame["epoch_seconds"] + epochs_frame["eval_seconds"]).groupby(epochs_frame["trial_id"]).sum()
-    overhead = runs.set_index("trial_id")["wall_seconds"] - working
+    overhead = runs.set_index("trial_id")["wall_seconds"] - working_seconds(epochs_frame)
     return overhead.tolist(), runs["wall_seconds"].tolist()
 
 

@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     import ray
     from ray.util.state import list_actors, list_workers
 
-    from benchmarks.ray_overhead import FIXED, LEARNING_RATES
+    from benchmarks.ray_overhead import sweep_arguments, working_seconds
     from tune import cluster, sweep
 
     os.chdir(ROOT)  # Ray puts the driver's folder on its workers' path
@@ -85,17 +85,14 @@ def main(argv: list[str] | None = None) -> int:
         output = Path(folder) / "sweep"
         cluster.start_ray(None, verbose=False)
         try:
-            code = sweep.main(["--dataset", "digits", "--search", "grid", "--space", *FIXED,
-                               "lr=" + ",".join(LEARNING_RATES[:args.trials]), "--max-epochs", "2",
-                               "--grace-epochs", "2", "--max-concurrent", "1", "--output", str(output)])
+            code = sweep.main(sweep_arguments(args.trials, 2, output))
             if code != 0:
                 raise SystemExit(f"the sweep failed (exit {code})")
             actors = {actor.pid: actor.class_name for actor in list_actors(detail=True, limit=10_000)}
             workers = [vars(worker) for worker in list_workers(detail=True, limit=10_000)]
         finally:
             ray.shutdown()
-        epochs = pd.read_parquet(output / "epochs.parquet")
-    working = (epochs["epoch_seconds"] + epochs["eval_seconds"]).groupby(epochs["trial_id"]).sum().sort_index()
+        working = working_seconds(pd.read_parquet(output / "epochs.parquet"))
     print()
     for index, rows in enumerate(by_trial(processes(workers, actors))):
         print(format_trial(index, rows, working.iloc[index] if index < len(working) else None))
