@@ -7,7 +7,7 @@ import pandas as pd
 
 from tune.recording import RecordResults, error_summary
 from tune.results import TRIALS_FILE, ResultFiles
-from tune.trial import TRIAL_ERROR, TrialResources
+from tune.trial import FROM_CHECKPOINT, TRIAL_ERROR, TrialResources
 
 CONFIG = {"dataset": "digits", "epochs": 3, "w_push_on": False, "w_push": 0.0}
 
@@ -112,3 +112,26 @@ def test_a_trial_tune_ended_without_a_row_gets_one_at_the_first_step(tmp_path):
     second.on_step_begin(0, [lost, fake_trial("other")])
     trials = pd.read_parquet(tmp_path / "out" / TRIALS_FILE)
     assert trials[["trial_id", "status", "epochs"]].values.tolist() == [["lost", "early_stopped", 2]]
+
+
+def test_a_result_repeated_from_a_complete_checkpoint_records_the_checkpoints_epochs(tmp_path):
+    """The driver died after a trial's last checkpoint (every epoch) but before the trial ended, and
+    before the reports of epochs 2 and 3 arrived. Resumed, the worker has nothing left to train and
+    repeats the final value for Tune: that result is not an epoch row; the trial's epochs come from
+    the checkpoint, and it is finished, not stopped early."""
+    first = callback_at(tmp_path)
+    trial = fake_trial("complete")
+    feed(first, trial, [epoch(1)])
+    checkpoint = tmp_path / "train" / "complete" / "checkpoint_000002"
+    checkpoint.mkdir(parents=True)
+    checkpoint.joinpath("history.jsonl").write_text("".join(json.dumps(epoch(e)) + "\n" for e in (1, 2, 3)))
+    (recorded,) = ResultFiles.open(tmp_path / "out", "acc_max").epochs_of("complete")
+
+    second = callback_at(tmp_path)
+    feed(second, trial, [{"epoch": 3, "acc_max": 0.8, FROM_CHECKPOINT: True, "done": True}])
+    second.on_trial_complete(0, [], trial)
+    files = ResultFiles.open(tmp_path / "out", "acc_max")
+    assert files.epochs_of("complete")[0]["trial_seconds"] == recorded["trial_seconds"] == 10  # as first recorded
+    assert [row["epoch"] for row in files.epochs_of("complete")] == [1, 2, 3]
+    assert files.epochs_of("complete")[-1]["acc_max"] == epoch(3)["acc_max"]  # the checkpoint's row, not the repeat
+    assert files.trials["complete"]["status"] == "finished" and files.trials["complete"]["epochs"] == 3

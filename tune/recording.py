@@ -15,7 +15,7 @@ from pathlib import Path
 from ray import tune
 
 from tune.results import ResultFiles, Storage, checkpoint_history, epoch_row, trial_row
-from tune.trial import TRIAL_ERROR, TrialResources, trial_config_to_config
+from tune.trial import FROM_CHECKPOINT, TRIAL_ERROR, TrialResources, trial_config_to_config
 
 
 class RecordResults(tune.Callback):
@@ -46,7 +46,7 @@ class RecordResults(tune.Callback):
             self.reconciled = True
             for trial in trials:
                 if trial.status in ("TERMINATED", "ERROR") and not self.files.ended(trial.trial_id):
-                    self._finish(trial, "errored" if trial.status == "ERROR" else self._ended_status(trial),
+                    self._finish(trial, "errored" if trial.status == "ERROR" else None,
                                  self._error_of(trial) if trial.status == "ERROR" else "")
 
     def on_trial_start(self, iteration, trials, trial, **info):
@@ -57,8 +57,8 @@ class RecordResults(tune.Callback):
         if result.get(TRIAL_ERROR):
             self.errors[trial.trial_id] = result[TRIAL_ERROR]
             return
-        if "epoch" not in result or self.files.ended(trial.trial_id):
-            return
+        if "epoch" not in result or result.get(FROM_CHECKPOINT) or self.files.ended(trial.trial_id):
+            return  # (a result repeated from a checkpoint: _finish records the checkpoint's epochs)
         preset = trial.config.get("preset", "")
         self.files.add_epochs([epoch_row(trial.trial_id, preset, result, self._wall_seconds(trial))])
 
@@ -66,7 +66,7 @@ class RecordResults(tune.Callback):
         if trial.trial_id in self.errors:  # diverged: Tune saw a worst-case result, the files say why
             self._finish(trial, "errored", self.errors[trial.trial_id])
         else:
-            self._finish(trial, self._ended_status(trial))
+            self._finish(trial, None)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._finish(trial, "errored", self.errors.get(trial.trial_id) or self._error_of(trial))
@@ -86,7 +86,9 @@ class RecordResults(tune.Callback):
             return self.files.seconds_before(trial.trial_id)
         return self.before[trial.trial_id] + self.clock() - self.started[trial.trial_id]
 
-    def _finish(self, trial, status: str, error: str = "") -> None:
+    def _finish(self, trial, status: str | None, error: str = "") -> None:
+        """Write the trial's row; ``status`` None: it ended without an error, finished or stopped early
+        by the epochs it has once its checkpoint's are recovered."""
         if self.files.ended(trial.trial_id):
             return
         # Epochs whose checkpoint was saved but whose report never reached a driver (it died in
@@ -95,6 +97,7 @@ class RecordResults(tune.Callback):
         recovered = checkpoint_history(Storage(self.train_storage).child(trial.trial_id))
         self.files.add_epochs([epoch_row(trial.trial_id, preset, record, float("nan")) for record in recovered],
                               replace=False)
+        status = status or self._ended_status(trial)
         config = trial_config_to_config(trial.config).to_flat()
         row = trial_row(trial.trial_id, preset, config, self.files.epochs_of(trial.trial_id), metric=self.metric,
                         status=status, error=error, wall_seconds=self._wall_seconds(trial),

@@ -35,6 +35,10 @@ from tune.results import TRIALS_FILE, read_parquet, trials_schema
 
 # The key of a worker's report that says the trial failed with a MixemError, and why.
 TRIAL_ERROR = "trial_error"
+# The key of a worker's report that repeats the final value of a Train run whose last checkpoint
+# already held every epoch (its driver died between that checkpoint and the trial's end): Tune and
+# the searcher get the trial's value; the epochs are recorded from the checkpoint, not from it.
+FROM_CHECKPOINT = "from_checkpoint"
 NAN = float("nan")
 # The trial driver only waits on its trainer. It must hold no CPU, or with as many trials as
 # CPUs the drivers take every CPU and the Train workers never start; Tune rejects a bundle of
@@ -90,9 +94,11 @@ def train_worker(loop_config: dict) -> str | None:
     logging.getLogger().setLevel(logging.WARNING)
     config = Config.from_flat(loop_config["config"])
     metric, every = loop_config["metric"], loop_config["checkpoint_every"]
-    last = {"value": NAN, "epoch": 0}  # the searched metric at the latest evaluation (NaN before the first)
+    # The searched metric at the latest evaluation (NaN before the first), and whether train reported.
+    last = {"value": NAN, "epoch": 0, "reported": False}
 
     def report(metrics: dict, checkpoint_dir: Path | None) -> None:
+        last["reported"] = True
         if metrics["evaluated"]:
             last["value"] = float(metrics.get(metric, NAN))
         last["epoch"] = metrics["epoch"]
@@ -109,10 +115,13 @@ def train_worker(loop_config: dict) -> str | None:
             options = dict(data_dir=loop_config["data_dir"], report=report, progress=False,
                            compile=loop_config["compile"])
             if checkpoint is None:
-                train(config, out_dir, **options)
+                final = train(config, out_dir, **options)
             else:
                 with checkpoint.as_directory() as resume_from:
-                    train(config, out_dir, resume_from=resume_from, **options)
+                    final = train(config, out_dir, resume_from=resume_from, **options)
+        if not last["reported"]:  # the checkpoint held every epoch: Tune needs the metric in a result
+            ray.train.report({"epoch": final.get("epoch", config.optim.epochs), metric: float(final.get(metric, NAN)),
+                              FROM_CHECKPOINT: True})
     except NonFiniteLossError as error:  # every rank diverges together: they see the same loss
         ray.train.report({TRIAL_ERROR: str(error), "epoch": last["epoch"], metric: worst_value(metric)})
     except MixemError as error:  # Tune wants its metric in every result: NaN, and run_trial fails the trial

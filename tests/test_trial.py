@@ -1,0 +1,25 @@
+"""tune/trial.py's worker body, with Ray Train's two calls replaced: what it reports to Tune."""
+
+import ray.train
+
+from mixem.config import Config
+from mixem.train import train
+from tune.trial import FROM_CHECKPOINT, train_worker
+
+METRIC = "compinit_z_l2_acc"
+
+
+def test_a_worker_resumed_from_a_complete_checkpoint_reports_the_final_value(tmp_path, monkeypatch):
+    """A Train run whose last checkpoint holds every epoch (its driver died before the trial ended)
+    has nothing left to train; Tune still needs the metric in a result, or it stops the whole sweep.
+    The worker repeats the final value once, marked as coming from the checkpoint."""
+    config = Config.for_dataset("digits", {"epochs": 1, "kmeans_n_init": 2})
+    final = train(config, tmp_path / "run", progress=False)
+    reports = []
+    monkeypatch.setattr(ray.train, "get_checkpoint",
+                        lambda: ray.train.Checkpoint.from_directory(str(tmp_path / "run" / "checkpoint")))
+    monkeypatch.setattr(ray.train, "report", lambda metrics, checkpoint=None: reports.append((metrics, checkpoint)))
+    error = train_worker({"config": config.to_flat(), "data_dir": None, "metric": METRIC, "checkpoint_every": 0,
+                          "compile": False})
+    assert error is None
+    assert reports == [({"epoch": 1, METRIC: final[METRIC], FROM_CHECKPOINT: True}, None)]
