@@ -44,8 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def check_device(parser: argparse.ArgumentParser, device: str) -> None:
     """Exit with a one-sentence usage error unless ``device`` is a torch device this machine has."""
+    from mixem.device import check_device as check  # the trainer's own check, messages and all
     from mixem.errors import MixemError
-    from mixem.train import check_device as check  # the trainer's own check, messages and all
 
     try:
         check(device)

@@ -41,6 +41,7 @@ from tqdm import tqdm
 from mixem.augment import augment
 from mixem.config import CONCERNS, DATASETS, FIELDS, Config, missing_data_dir_message
 from mixem.data import load_dataset
+from mixem.device import check_device, device_name, pick_device
 from mixem.errors import MixemError, NonFiniteLossError
 from mixem.evaluate import evaluate, validation_loss
 from mixem.files import CHECKPOINT_FILE, HISTORY_FILE, write_atomic
@@ -48,6 +49,7 @@ from mixem.losses import mixem_loss
 from mixem.model import MixemModel, TwoViews
 from mixem.presets import ABLATIONS
 from mixem.scores import FIXED_VARIANT, LOSS_TERMS, ORACLE_METRIC
+from mixem.staging import is_uri
 
 Report = Callable[[dict, "Path | None"], None]
 # Fields that may change when a run is resumed; anything else would make a different experiment.
@@ -55,15 +57,6 @@ RESUMABLE_CHANGES = {"epochs", "eval_every", "kmeans_n_init", "interim_kmeans_n_
 # The autograd all_gather is what we need (its backward sums the gradients of every rank); torch
 # recommends a private module instead, so its deprecation warning is noise for our users.
 warnings.filterwarnings("ignore", "torch.distributed.nn.functional.all_gather is deprecated", FutureWarning)
-
-
-def pick_device(device: str | torch.device | None = None) -> torch.device:
-    """The given device, else this rank's GPU when there is one, else the CPU."""
-    if device is not None:
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
-    return torch.device("cpu")
 
 
 def lr_factor(epoch: int, constant_lr_epochs: int, epochs: int) -> float:
@@ -341,6 +334,7 @@ def train(
             lr=lr,
             train_images=steps_per_epoch * global_batch,
             world_size=world_size,
+            device=device_name(device),
             epoch_seconds=epoch_seconds,
             eval_seconds=0.0,
             evaluated=False,
@@ -452,7 +446,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", type=Path, metavar="DIR", help="continue the run in DIR from its last checkpoint")
     run.add_argument("--preset", choices=sorted(ABLATIONS), help="an ablation preset (mixem.presets.ABLATIONS)")
     run.add_argument(
-        "--data-dir", type=Path, help="dataset root in torchvision's layout (default: $MIXEM_DATA_DIR or ./data)"
+        "--data-dir",
+        help="dataset root in torchvision's layout, or a URI (s3://BUCKET/PREFIX, gs://...) holding the same layout, "
+        "copied to this machine's disk once (default: $MIXEM_DATA_DIR or ./data)",
     )
     run.add_argument("--download", action="store_true", help="download the dataset into --data-dir when missing")
     run.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
@@ -512,25 +508,12 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return Config.for_dataset(dataset, {**preset, **explicit})
 
 
-def check_device(name: str) -> None:
-    """MixemError unless ``name`` is a torch device this machine has (the trainer's and the
-    benchmarks' --device)."""
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise MixemError(f"--device {name} is not a torch device; pass cpu, cuda or cuda:N.") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise MixemError(f"--device {name}, but torch sees no GPU here; pass --device cpu or leave it out.")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise MixemError(f"--device {name}, but torch sees {torch.cuda.device_count()} GPU(s) here, "
-                         f"cuda:0 to cuda:{torch.cuda.device_count() - 1}; pass one of them.")
-
-
 def check_run_flags(args: argparse.Namespace, dataset: str) -> None:
     """The flags that are not config fields: --device, --data-dir, --out with --resume."""
     if args.device is not None:
         check_device(args.device)
-    if args.data_dir is not None and not args.download and not args.data_dir.is_dir():
+    local = args.data_dir is not None and not is_uri(args.data_dir)
+    if local and not args.download and not Path(args.data_dir).is_dir():
         raise MixemError(missing_data_dir_message(dataset, args.data_dir))
     if args.resume is not None and args.out is not None and args.out.resolve() != args.resume.resolve():
         raise MixemError("--out and --resume name different folders; a resumed run continues in its own folder, "

@@ -1,6 +1,7 @@
 """The trainer end to end on digits: CLI, output files, resume, DDP, and the errors a user can cause."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -197,9 +198,11 @@ def test_non_finite_loss_is_a_mixem_error_with_the_epoch(tmp_path, monkeypatch):
         (["--seed", "-1"], "--seed must lie in [0, 2**32)"),
         (["--epochs", "0"], "--epochs must be > 0"),
         (["--stl10-unlabeled"], "--stl10-unlabeled is for stl10 only"),
-        (["--device", "nope"], "--device nope is not a torch device"),
+        (["--device", "nope"], "--device nope is not a device this trainer runs on; pass cpu, cuda or cuda:N"),
+        (["--device", "meta"], "--device meta is not a device this trainer runs on"),
+        (["--device", "mps"], "--device mps is not a device this trainer runs on"),
         (["--data-dir", "/no/such/folder"], "--data-dir /no/such/folder is not a folder"),
-        *([] if torch.cuda.is_available() else [(["--device", "cuda"], "torch sees no GPU here")]),
+        *([] if torch.cuda.is_available() else [(["--device", "cuda"], "--device cuda asks for a GPU, but ")]),
     ],
 )
 def test_user_errors_exit_2_with_one_sentence(tmp_path, capsys, argv, message):
@@ -357,3 +360,17 @@ def test_torchrun_launches_ddp_from_the_command_line(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert [row["world_size"] for row in read_history(run)] == [2, 2]
     assert result.stdout.count("oracle") == 1  # rank 0 alone prints the results
+
+
+def test_a_worker_uses_the_cpus_it_was_given_whatever_omp_num_threads_says():
+    """Ray's cluster launcher exports OMP_NUM_THREADS=1 to every node: set_cpu_threads gives torch and the
+    OpenMP pool of scikit-learn's K-means the CPUs Ray assigned."""
+    script = ("import sklearn.cluster, torch; from threadpoolctl import threadpool_info; "
+              "from mixem.device import set_cpu_threads; set_cpu_threads(3); "
+              "print(torch.get_num_threads(), sorted({p['num_threads'] for p in threadpool_info() "
+              "if p['user_api'] == 'openmp'}))")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["3", "[3]"]
