@@ -7,7 +7,8 @@ The trainer augments whole batches on the GPU, so there is no per-image Dataset 
     images, labels = data.select("train+test")   # (60000, 3, 32, 32), (60000,)
 
 Where the files are looked for, under `data_dir` (default: $MIXEM_DATA_DIR, else ./data), in the
-layout torchvision's downloaders produce:
+layout torchvision's downloaders produce (a URI such as s3://BUCKET/PREFIX holding the same layout
+is copied to the node's disk first: `mixem.staging`):
 
 | name          | files                                                                       |
 |---------------|-----------------------------------------------------------------------------|
@@ -36,6 +37,7 @@ import torch
 
 from mixem.config import DATASETS
 from mixem.errors import DataNotFoundError, MixemError
+from mixem.staging import is_uri, stage_dataset
 
 Split = tuple[torch.Tensor, torch.Tensor]  # images uint8 (N, C, H, W), labels int64 (N,); -1 = unlabelled
 
@@ -86,6 +88,11 @@ def load_dataset(
     """
     if name not in DATASETS:
         raise MixemError(f"Unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}.")
+    if is_uri(data_dir):
+        if download:
+            raise MixemError(f"--download fetches {name} from its original hosts into a local folder, not into "
+                             f"{data_dir}; upload it there once (docs/cluster.md) and leave --download out.")
+        data_dir = stage_dataset(str(data_dir), name)
     root = Path(data_dir) if data_dir is not None else default_data_dir()
     if name == "digits":
         splits = _load_digits()
@@ -241,3 +248,33 @@ def _read_stl10_labels(path: Path) -> torch.Tensor:
     if labels.size and not 0 <= labels.min() <= labels.max() <= 9:
         raise MixemError(f"{path} holds labels outside 1..10; delete it and download it again.")
     return torch.from_numpy(labels)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m mixem.data DATASET [--data-dir DIR] [--download]``: fetch a dataset (once, into DIR, before
+    uploading it to a cluster's bucket) and check that it loads, printing each split's size."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m mixem.data", allow_abbrev=False,
+                                     description="Load a dataset (downloading it first with --download) and print "
+                                     "its splits: the check before training on it or uploading it to a bucket.")
+    parser.add_argument("dataset", choices=list(DATASETS))
+    parser.add_argument("--data-dir", help="dataset root, or a URI such as s3://BUCKET/PREFIX (default: "
+                        "$MIXEM_DATA_DIR, else ./data)")
+    parser.add_argument("--download", action="store_true", help="fetch missing files from the original hosts")
+    parser.add_argument("--stl10-unlabeled", action="store_true", help="stl10: also the 100k unlabelled images")
+    args = parser.parse_args(argv)
+    try:
+        data = load_dataset(args.dataset, args.data_dir, download=args.download,
+                            include_unlabeled=args.stl10_unlabeled)
+    except MixemError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for split, (images, _labels) in data.splits.items():
+        print(f"{args.dataset} {split}: {len(images)} images {tuple(images.shape[1:])}, {data.num_classes} classes")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
