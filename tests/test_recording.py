@@ -17,7 +17,8 @@ def fake_trial(trial_id, status="RUNNING", error_file=None):
 
 
 def epoch(number, done=False):
-    return {"epoch": number, "evaluated": True, "acc_max": 0.5 + number / 10, "done": done, "loss_total": 1.0}
+    return {"epoch": number, "evaluated": True, "acc_max": 0.5 + number / 10, "done": done, "loss_total": 1.0,
+            "device": "cuda:0 NVIDIA A10G"}
 
 
 def callback_at(tmp_path, ticks=10):
@@ -50,6 +51,7 @@ def test_status_cost_and_config_of_ended_trials(tmp_path):
     # "finished": started at tick 40 (s), three results, ended at the fourth look after: 40 s, on 2 CPUs and 1 GPU.
     assert trials.loc["stopped", "wall_seconds"] == 30 and trials.loc["finished", "wall_seconds"] == 40
     assert (trials.loc["finished", "cpu_seconds"], trials.loc["finished", "gpu_seconds"]) == (80, 40)
+    assert trials.loc["finished", "device"] == "cuda:0 NVIDIA A10G"
     # The copy in storage has them too.
     assert set(pd.read_parquet(tmp_path / "mirror" / TRIALS_FILE)["trial_id"]) == {"stopped", "finished"}
 

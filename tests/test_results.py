@@ -6,6 +6,7 @@ import os
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from mixem.config import Config
@@ -13,6 +14,7 @@ from mixem.errors import MixemError
 from mixem.scores import SCORE_KEYS
 from tune.results import (
     EPOCHS_FILE,
+    SCHEMA_VERSION,
     TRIALS_FILE,
     ResultFiles,
     Storage,
@@ -41,7 +43,7 @@ def metrics(epoch: int, acc_max: float | None) -> dict:
 
 def test_schema_columns_and_types_are_the_documented_ones():
     trials, epochs = trials_schema(), epochs_schema()
-    assert trials.names[:5] == ["trial_id", "preset", "dataset", "status", "error"]
+    assert trials.names[:6] == ["trial_id", "preset", "dataset", "status", "error", "device"]
     assert trials.names[-4:] == ["epochs", "wall_seconds", "gpu_seconds", "cpu_seconds"]
     assert trials.field("config/num_components").type == pa.int64()
     assert trials.field("config/w_push").type == pa.float64()
@@ -53,14 +55,16 @@ def test_schema_columns_and_types_are_the_documented_ones():
         assert trials.field(f"best/{key}").type == pa.float64()
         assert epochs.field(key).type == pa.float64()
     assert "final/acc_max" in trials.names and "best/kmeans_h_l2_acc" in trials.names
-    assert epochs.names[:3] == ["trial_id", "preset", "epoch"]
+    assert epochs.names[:4] == ["trial_id", "preset", "epoch", "device"]
+    assert trials.field("device").type == pa.string() and epochs.field("device").type == pa.string()
     for name in ("loss_total", "loss_contrastive", "loss_marginal_entropy", "loss_instance", "loss_pull", "loss_push",
                  "lr", "train_images", "world_size", "epoch_seconds", "eval_seconds", "trial_seconds", "acc_max"):
         assert epochs.field(name).type == pa.float64()
     # Nothing the contract does not name: the string variant name stays out of the files.
     assert "acc_max_variant" not in trials.names + epochs.names
     assert "best/val_contrastive" in trials.names and "compinit_z_l2_silhouette" in epochs.names
-    assert len(trials.names) == 5 + len(CONFIG) + 2 * len(SCORE_KEYS) + 4
+    assert len(trials.names) == 6 + len(CONFIG) + 2 * len(SCORE_KEYS) + 4
+    assert trials.metadata == epochs.metadata == {b"mixem.schema_version": str(SCHEMA_VERSION).encode()}
 
 
 def row(trial_id, epoch, acc_max, seconds=1.0):
@@ -89,7 +93,8 @@ def test_trial_row_final_is_last_evaluation_and_best_is_where_the_metric_peaked(
     # best/M: every score read at the epoch with the highest metric (epoch 2), not each one's own maximum.
     assert best_row["best/acc_max"] == 0.9 and best_row["best/kmeans_h_raw_nmi"] == 20.0
     assert best_row["epochs"] == 5 and best_row["preset"] == "mixem" and best_row["dataset"] == "digits"
-    assert (best_row["cpu_seconds"], best_row["gpu_seconds"]) == (20.0, 10.0)
+    assert (best_row["cpu_seconds"], best_row["gpu_seconds"]) == (20.0, 0.0)  # it reserved a GPU, trained on none
+    assert best_row["device"] == ""  # these epochs name no device
     # A loss is better lower: its best epoch is where it is lowest (epoch 1 here: 0.5 / 2 is the smallest).
     by_loss = trial_row("t", "", CONFIG, epochs, metric="val_loss", status="finished", error="", wall_seconds=1.0,
                         cpus=1, gpus=0)
@@ -99,6 +104,37 @@ def test_trial_row_final_is_last_evaluation_and_best_is_where_the_metric_peaked(
     assert math.isnan(never["final/acc_max"]) and math.isnan(never["best/acc_max"]) and never["error"] == "boom"
     with pytest.raises(ValueError):
         trial_row("v", "", CONFIG, [], metric="acc_max", status="stopped", error="", wall_seconds=0.0, cpus=1, gpus=0)
+
+
+def test_gpu_time_counts_only_the_epochs_that_trained_on_a_gpu():
+    devices = ["cuda:0 NVIDIA A10G", "cuda:0 NVIDIA A10G", "cpu", "cuda:1 NVIDIA A10G"]
+    epochs = [epoch_row("t", "", {**metrics(n + 1, 0.5), "device": device}, 1.0) for n, device in enumerate(devices)]
+    assert [row["device"] for row in epochs] == devices
+    mixed = trial_row("t", "", CONFIG, epochs, metric="acc_max", status="finished", error="", wall_seconds=8.0,
+                      cpus=2, gpus=2)
+    assert mixed["device"] == "cuda:0 NVIDIA A10G; cpu; cuda:1 NVIDIA A10G"  # in order of first use
+    assert mixed["gpu_seconds"] == 8.0 * 2 * 3 / 4 and mixed["cpu_seconds"] == 16.0
+    on_cpu = trial_row("c", "", CONFIG, [epoch_row("c", "", {**metrics(1, 0.5), "device": "cpu"}, 1.0)],
+                       metric="acc_max", status="finished", error="", wall_seconds=5.0, cpus=1, gpus=1)
+    assert on_cpu["device"] == "cpu" and on_cpu["gpu_seconds"] == 0.0
+
+
+def test_a_file_of_another_schema_version_is_refused_and_a_pandas_rewrite_is_read(tmp_path):
+    files = ResultFiles.open(tmp_path, "acc_max")
+    files.write_empty()
+    files.add_epochs([row("a", 1, 0.5), row("a", 2, 0.7)])
+    before = read_parquet(tmp_path / EPOCHS_FILE, epochs_schema())
+    pd.read_parquet(tmp_path / EPOCHS_FILE).to_parquet(tmp_path / EPOCHS_FILE)  # text becomes large_string
+    rows = read_parquet(tmp_path / EPOCHS_FILE, epochs_schema())
+    assert len(rows) == 2 and rows[0].keys() == before[0].keys()
+    pd.testing.assert_frame_equal(pd.DataFrame(rows), pd.DataFrame(before))
+    table = pq.read_table(tmp_path / TRIALS_FILE)
+    pq.write_table(table.replace_schema_metadata({b"mixem.schema_version": b"1"}), tmp_path / TRIALS_FILE)
+    with pytest.raises(MixemError, match="holds results schema version 1 and this version of mixem writes 2"):
+        ResultFiles.open(tmp_path, "acc_max")
+    pq.write_table(table.drop_columns(["device"]).replace_schema_metadata(None), tmp_path / TRIALS_FILE)
+    with pytest.raises(MixemError, match="does not have the columns this version writes"):
+        ResultFiles.open(tmp_path, "acc_max")
 
 
 def test_a_trial_without_the_metric_still_has_its_final_scores():

@@ -26,6 +26,7 @@ from functools import partial
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -46,33 +47,42 @@ EPOCH_VALUES = [f"loss_{term}" for term in LOSS_TERMS] + ["lr", "train_images", 
                                                            "eval_seconds", "trial_seconds"]
 _ARROW_TYPES = {bool: pa.bool_(), int: pa.int64(), float: pa.float64(), str: pa.string()}
 NAN = float("nan")
+# The version of both files' columns, in each file's schema metadata. 2: the device column.
+SCHEMA_VERSION = 2
+SCHEMA_VERSION_KEY = b"mixem.schema_version"
 
 
 def trials_schema() -> pa.Schema:
     """One row per trial: identity, status, the whole flat config, final and best scores, cost."""
     columns = [("trial_id", pa.string()), ("preset", pa.string()), ("dataset", pa.string()),
-               ("status", pa.string()), ("error", pa.string())]
+               ("status", pa.string()), ("error", pa.string()), ("device", pa.string())]
     columns += [(f"config/{name}", _ARROW_TYPES[type(field.default)]) for name, field in FIELDS.items()]
     columns += [(f"final/{key}", pa.float64()) for key in SCORE_KEYS]
     columns += [(f"best/{key}", pa.float64()) for key in SCORE_KEYS]
     columns += [("epochs", pa.int64()), ("wall_seconds", pa.float64()), ("gpu_seconds", pa.float64()),
                 ("cpu_seconds", pa.float64())]
-    return pa.schema(columns)
+    return _versioned(columns)
 
 
 def epochs_schema() -> pa.Schema:
-    """One row per (trial, epoch): loss terms, lr, images, times, and every score (NaN when not evaluated)."""
-    columns = [("trial_id", pa.string()), ("preset", pa.string()), ("epoch", pa.int64())]
+    """One row per (trial, epoch): the device it trained on, loss terms, lr, images, times, and every
+    score (NaN when not evaluated)."""
+    columns = [("trial_id", pa.string()), ("preset", pa.string()), ("epoch", pa.int64()), ("device", pa.string())]
     columns += [(name, pa.float64()) for name in EPOCH_VALUES]
     columns += [(key, pa.float64()) for key in SCORE_KEYS]
-    return pa.schema(columns)
+    return _versioned(columns)
+
+
+def _versioned(columns: list) -> pa.Schema:
+    return pa.schema(columns, metadata={SCHEMA_VERSION_KEY: str(SCHEMA_VERSION).encode()})
 
 
 def epoch_row(trial_id: str, preset: str, metrics: dict, trial_seconds: float) -> dict:
     """The epochs.parquet row of one epoch as ``mixem.train.train`` reports it (or wrote it to its
     history); ``trial_seconds`` is the trial's wall time when it was reported (NaN if unknown)."""
     evaluated = bool(metrics.get("evaluated", False))
-    row = {"trial_id": trial_id, "preset": preset, "epoch": int(metrics["epoch"])}
+    row = {"trial_id": trial_id, "preset": preset, "epoch": int(metrics["epoch"]),
+           "device": str(metrics.get("device", ""))}  # "" in a history written before devices were recorded
     row.update({name: float(metrics.get(name, NAN)) for name in EPOCH_VALUES})
     row["trial_seconds"] = float(trial_seconds)
     # Only an evaluated epoch carries scores: the sweep carries the searched metric forward for
@@ -84,7 +94,9 @@ def epoch_row(trial_id: str, preset: str, metrics: dict, trial_seconds: float) -
 def trial_row(trial_id: str, preset: str, config: dict, epochs: list[dict], *, metric: str, status: str,
               error: str, wall_seconds: float, cpus: float, gpus: float) -> dict:
     """The trials.parquet row of a trial that ended: ``config`` is its flat config, ``epochs`` its
-    epoch rows, ``metric`` the sweep's; ``cpus`` and ``gpus`` are what its Train workers held."""
+    epoch rows, ``metric`` the sweep's; ``cpus`` and ``gpus`` are what its Train workers held.
+    ``device`` lists the devices its epochs trained on (in order of first use, "; "-joined), and GPU
+    time counts only the share of its epochs that trained on a GPU."""
     if status not in STATUSES:
         raise ValueError(f"status must be one of {STATUSES}, not {status!r}")
     epochs = sorted(epochs, key=lambda row: row["epoch"])
@@ -95,12 +107,15 @@ def trial_row(trial_id: str, preset: str, config: dict, epochs: list[dict], *, m
     scored = [row for row in evaluated if not math.isnan(row[metric])]
     sign = 1 if metric_mode(metric) == "max" else -1
     best = max(scored, key=lambda row: sign * row[metric]) if scored else {}
-    row = {"trial_id": trial_id, "preset": preset, "dataset": config["dataset"], "status": status, "error": error}
+    devices = list(dict.fromkeys(row["device"] for row in epochs if row["device"]))
+    on_gpu = sum(row["device"].startswith("cuda") for row in epochs) / len(epochs) if epochs else 0.0
+    row = {"trial_id": trial_id, "preset": preset, "dataset": config["dataset"], "status": status, "error": error,
+           "device": "; ".join(devices)}
     row.update({f"config/{name}": config[name] for name in FIELDS})
     row.update({f"final/{key}": final.get(key, NAN) for key in SCORE_KEYS})
     row.update({f"best/{key}": best.get(key, NAN) for key in SCORE_KEYS})
     row.update(epochs=epochs[-1]["epoch"] if epochs else 0, wall_seconds=wall_seconds,
-               gpu_seconds=wall_seconds * gpus, cpu_seconds=wall_seconds * cpus)
+               gpu_seconds=wall_seconds * gpus * on_gpu, cpu_seconds=wall_seconds * cpus)
     return row
 
 
@@ -110,10 +125,37 @@ def read_parquet(path: Path, schema: pa.Schema) -> list[dict]:
         table = pq.read_table(path)
     except (OSError, pa.ArrowException) as error:
         raise MixemError(f"{path} is corrupt ({error}); move it away and rerun without --resume.") from None
-    if table.schema.remove_metadata() != schema:
+    version = (table.schema.metadata or {}).get(SCHEMA_VERSION_KEY)
+    if version is not None and version != str(SCHEMA_VERSION).encode():
+        raise MixemError(f"{path} holds results schema version {version.decode(errors='replace')} and this version "
+                         f"of mixem writes {SCHEMA_VERSION}; resume it with the version that wrote it, or pass "
+                         "another --output.")
+    # A file without the version (one that pandas rewrote) is ours if its columns are.
+    conformed = _conform(table, schema)
+    if conformed is None:
         raise MixemError(f"{path} does not have the columns this version writes; resume it with the version that "
                          "wrote it, or pass another --output.")
-    return table.to_pylist()
+    return conformed.to_pylist()
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table | None:
+    """``table`` with ``schema``'s types, when it has the same columns in the same order and each holds the
+    same kind of values (pandas writes text as large_string); else None."""
+    if table.schema.names != schema.names:
+        return None
+    for have, want in zip(table.schema.types, schema.types, strict=True):
+        if have != want and not (_is_text(have) and _is_text(want)):
+            return None
+    table = table.cast(schema)
+    # pandas writes NaN as null: read it back as the NaN this module writes.
+    for index, field in enumerate(schema):
+        if pa.types.is_floating(field.type) and table.column(index).null_count:
+            table = table.set_column(index, field, pc.fill_null(table.column(index), NAN))
+    return table
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)
 
 
 class Storage:
