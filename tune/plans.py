@@ -18,6 +18,7 @@ from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 from mixem.errors import MixemError
 from mixem.presets import ABLATIONS
 from mixem.scores import metric_mode
+from tune.ray_internals import asha_bracket
 from tune.space import OptunaSpace, check_config, grid_size, grid_space
 
 
@@ -61,7 +62,7 @@ def asha(metric: str, max_epochs: int, grace_epochs: int, reduction_factor: floa
     scheduler = ASHAScheduler(time_attr="epoch", max_t=max_epochs, grace_period=grace_epochs,
                               reduction_factor=reduction_factor)
     sign = 1.0 if metric_mode(metric) == "max" else -1.0
-    (bracket,) = scheduler._brackets  # one bracket: ASHA's default, and what the sweep asks for
+    bracket = asha_bracket(scheduler)  # one bracket: ASHA's default, and what the sweep asks for
     carried: dict[str, float] = {}
     for row in sorted(recorded, key=lambda row: (row["trial_id"], row["epoch"])):
         if not math.isnan(row[metric]):

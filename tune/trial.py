@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ from mixem.config import FIELDS, Config
 from mixem.errors import MixemError
 from mixem.presets import ABLATIONS
 from mixem.scores import metric_mode
-from tune.backend import TorchProcessGroup
+from tune.ray_internals import TorchProcessGroup, set_progress_metrics, trainer_without_datasets_callback
 from tune.results import TRIALS_FILE, read_parquet, trials_schema
 
 # The key of a worker's report that says the trial failed with a MixemError, and why.
@@ -44,6 +45,17 @@ NAN = float("nan")
 # CPUs the drivers take every CPU and the Train workers never start; Tune rejects a bundle of
 # nothing but zeros, so it asks for a little memory instead.
 TRIAL_DRIVER_MEMORY = 256 * 2**20
+
+
+# Tests of the sweep on fake clusters, whose GPUs are Ray's bookkeeping only, set this to "1" in the
+# cluster's environment: a worker that reserved GPUs then trains on the CPU (and records device "cpu").
+# Nowhere else does a worker that reserved a GPU train without one.
+LOGICAL_GPUS_ENV = "MIXEM_LOGICAL_GPUS"
+
+
+def trains_on_gpu(gpus_per_worker: float) -> bool:
+    """Whether a worker that reserved ``gpus_per_worker`` GPUs must train on a usable GPU."""
+    return gpus_per_worker > 0 and os.environ.get(LOGICAL_GPUS_ENV) != "1"
 
 
 class TrialFailed(Exception):
@@ -87,11 +99,15 @@ def train_worker(loop_config: dict) -> str | None:
     the message of a MixemError that is not a divergence (Train hands rank 0's to ``run_trial``)."""
     import ray.train
 
+    from mixem.device import cuda_problem, set_cpu_threads
     from mixem.errors import NonFiniteLossError
     from mixem.train import train  # torch is imported in the workers, not in the sweep's driver
 
     # Ray Train logs every report with its whole metrics dict at INFO on the root logger.
     logging.getLogger().setLevel(logging.WARNING)
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU") if ray.is_initialized() else None
+    if cpus:  # the CPUs Ray gave this worker, whatever OMP_NUM_THREADS the node exported
+        set_cpu_threads(max(1, round(cpus)))
     config = Config.from_flat(loop_config["config"])
     metric, every = loop_config["metric"], loop_config["checkpoint_every"]
     # The searched metric at the latest evaluation (NaN before the first), and whether train reported.
@@ -111,9 +127,16 @@ def train_worker(loop_config: dict) -> str | None:
 
     checkpoint = ray.train.get_checkpoint()
     try:
+        on_gpu = trains_on_gpu(loop_config["gpus"])
+        problem = cuda_problem() if on_gpu else None
+        if problem:
+            raise MixemError(f"This trial's workers each reserve {loop_config['gpus']:g} GPU, but on node "
+                             f"{ray.util.get_node_ip_address()} {problem}; fix the node's NVIDIA driver or image, or "
+                             "pass --gpus-per-worker 0 to train on CPUs.")
         with tempfile.TemporaryDirectory(prefix="mixem-trial-") as out_dir:
+            # A worker that reserved GPUs trains on one or fails (mixem.device): never on the CPU.
             options = dict(data_dir=loop_config["data_dir"], report=report, progress=False,
-                           compile=loop_config["compile"])
+                           compile=loop_config["compile"], device="cuda" if on_gpu else "cpu")
             if checkpoint is None:
                 final = train(config, out_dir, **options)
             else:
@@ -139,20 +162,9 @@ def ended_trials(output: Path) -> dict[str, dict]:
 @functools.cache
 def trainer_class():
     """Ray Train's ``DataParallelTrainer`` with ``TorchProcessGroup`` as its backend: what
-    ``TorchTrainer`` is, less two costs per trial. ``ray.train.torch`` imports torch (about 2 s of a
-    trial's driver on 2 cores, for a process that never touches a tensor); and Ray Data's callback
-    starts a Ray Data actor (a process) for every trial, though the workers load their images
-    themselves. Made on first use, so that the sweep's driver, which never fits a trainer, does not
-    import Ray Train either."""
-    from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
-    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
-
-    class Trainer(DataParallelTrainer):
-        def _create_default_callbacks(self):
-            return [callback for callback in super()._create_default_callbacks()
-                    if not isinstance(callback, DatasetsCallback)]
-
-    return Trainer
+    ``TorchTrainer`` is, less two costs per trial (``tune/ray_internals.py``). Made on first use, so
+    that the sweep's driver, which never fits a trainer, does not import Ray Train either."""
+    return trainer_without_datasets_callback()
 
 
 def make_trainable(resources: TrialResources, *, output: Path, train_storage: str, data_dir: str | None,
@@ -176,7 +188,8 @@ def make_trainable(resources: TrialResources, *, output: Path, train_storage: st
         trainer = trainer_class()(
             train_worker,
             train_loop_config={"config": config.to_flat(), "data_dir": data_dir, "metric": metric,
-                               "checkpoint_every": checkpoint_every, "compile": compile},
+                               "checkpoint_every": checkpoint_every, "compile": compile,
+                               "gpus": resources.gpus_per_worker},
             backend_config=TorchProcessGroup(backend=resources.backend),
             scaling_config=ScalingConfig(
                 num_workers=resources.workers,
@@ -198,6 +211,5 @@ def make_trainable(resources: TrialResources, *, output: Path, train_storage: st
 
     trainable = tune.with_resources(run_trial, {"cpu": 0, "memory": TRIAL_DRIVER_MEMORY,
                                                 f"node:{driver_node}": 0.001})
-    # What Tune's progress output shows of each result (all ~80 scores otherwise).
-    trainable._progress_metrics = ["epoch", "loss_total", metric]
+    set_progress_metrics(trainable, ["epoch", "loss_total", metric])
     return trainable
