@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tests.callbacks import LOG_ENV
 from tune import cluster, sweep
 from tune.results import EPOCHS_FILE, TRIALS_FILE, epochs_schema, trials_schema
 
@@ -76,11 +77,12 @@ def live_placement_groups() -> list:
 
 
 def train_workers() -> set[str]:
-    import ray
     from ray.util.state import list_actors
 
     # This module's dashboard by name: other Rays may run on this machine.
-    dashboard = "http://" + ray._private.worker.get_dashboard_url()
+    from tune.ray_internals import dashboard_address
+
+    dashboard = dashboard_address()
     actors = list_actors(address=dashboard, filters=[("class_name", "=", "RayTrainWorker")], limit=1000)
     return {actor["actor_id"] for actor in actors}
 
@@ -105,6 +107,7 @@ def test_sweep_writes_one_row_per_trial_and_asha_stops_the_weak(local_ray, tmp_p
     assert trials.set_index("trial_id")["final/acc_max"].to_dict() == last_epoch["acc_max"].to_dict()
     assert (trials["config/dataset"] == "digits").all() and (trials["config/epochs"] == 2).all()
     assert (trials["cpu_seconds"] == trials["wall_seconds"]).all() and (trials["gpu_seconds"] == 0).all()
+    assert (trials["device"] == "cpu").all() and (epochs["device"] == "cpu").all()  # what trained, not what was asked
     assert (trials["wall_seconds"] > 0).all() and (trials["wall_seconds"] < time.time() - started).all()
     assert (epochs["train_images"] > 0).all() and (epochs["world_size"] == 1).all()
     # Early-stopped trials' placement groups are freed (by Train's cleaner, through the dashboard).
@@ -217,10 +220,14 @@ def test_killed_sweeps_lose_change_and_rerun_nothing(local_ray, tmp_path):
     assert_each_epoch_once(trials, epochs)
 
 
-def test_sigterm_stops_like_ctrl_c_and_a_second_driver_is_refused(local_ray, tmp_path):
+def test_sigterm_stops_like_ctrl_c_and_a_second_driver_is_refused(local_ray, tmp_path, monkeypatch):
+    """Also: a user's callback (--callback) survives the resume, and the driver never imports torch,
+    with Tune's own CSV and JSON loggers on."""
     storage, output = tmp_path / "storage", tmp_path / "out"
     grid = ["--dataset", "digits", "--search", "grid", "--space", *FIXED, "lr=1e-3,2e-3",
-            "--max-epochs", "6", "--grace-epochs", "6", "--max-concurrent", "1"]
+            "--max-epochs", "6", "--grace-epochs", "6", "--max-concurrent", "1",
+            "--callback", "tests.callbacks:EpochLog"]
+    monkeypatch.setenv(LOG_ENV, str(tmp_path / "callback.log"))
     driver = start_cli(cli(local_ray, output, "--storage", str(storage), *grid), tmp_path / "first.log")
     try:
         epochs_seen = lambda: (output / EPOCHS_FILE).exists() and len(pd.read_parquet(output / EPOCHS_FILE)) >= 2  # noqa: E731
@@ -239,6 +246,13 @@ def test_sigterm_stops_like_ctrl_c_and_a_second_driver_is_refused(local_ray, tmp
     trials, epochs = read_results(output)
     assert len(trials) == 2 and set(trials["status"]) == {"finished"} and len(stopped) < 2
     assert_each_epoch_once(trials, epochs)
+    lines = (tmp_path / "callback.log").read_text().splitlines()
+    last = {line.split()[1]: int(line.split()[2]) for line in lines if line.startswith("result ")}
+    assert last == {trial_id: 6 for trial_id in trials["trial_id"]}  # it saw the resumed run's results too
+    assert lines[-1] == "torch False"
+    # Tune's loggers wrote each trial's CSV and JSON, and no TensorBoard events.
+    logged = {path.name for trial_id in trials["trial_id"] for path in storage.glob(f"sweep-*/{trial_id}/*")}
+    assert {"progress.csv", "result.json"} <= logged and not any("tfevents" in name for name in logged)
 
 
 def test_missing_data_fails_before_any_trial_starts(local_ray, tmp_path, capsys):
@@ -246,7 +260,8 @@ def test_missing_data_fails_before_any_trial_starts(local_ray, tmp_path, capsys)
     output = tmp_path / "out"
     code = sweep.main(["--dataset", "cifar10", "--data-dir", str(tmp_path), "--smoke-test", "--output", str(output)])
     message = capsys.readouterr().err
-    assert code == 2 and "error: On a worker node: cifar10 not found" in message and "--download" in message
+    assert code == 2 and "error: Before any trial started, on a worker node (" in message
+    assert ") cifar10 not found" in message and "--download" in message
     assert not output.exists()
 
 

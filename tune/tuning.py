@@ -1,15 +1,24 @@
-"""The Tuner of a sweep: a new one, or one restored from the sweep's storage with ``--resume``."""
+"""The Tuner of a sweep: a new one, or one restored from the sweep's storage with ``--resume``.
+
+Tune's default loggers are CSV and JSON only: its TensorBoard logger imports tensorboardX, which
+imports torch into the sweep's driver (about 2 s and 300 MB for a process that never touches a
+tensor). Every value it would log is in epochs.parquet.
+"""
 
 from __future__ import annotations
 
+import importlib
+import os
 import sys
 from pathlib import Path
 
 import ray
 from ray import tune
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
 from mixem.errors import MixemError
 from mixem.scores import metric_mode
+from tune.ray_internals import replace_restored_plan
 from tune.recording import RecordResults
 from tune.results import STORAGE_FOLDER, ResultFiles
 from tune.trial import TrialResources, make_trainable
@@ -25,9 +34,29 @@ def trial_name(trial) -> str:
     return trial.trial_id
 
 
+def load_callback(spec: str) -> tune.Callback:
+    """The Tune callback that ``--callback MODULE:NAME`` names: a ``tune.Callback`` subclass, or a
+    function that returns one, called without arguments (e.g. ``ray.air.integrations.wandb:WandbLoggerCallback``)."""
+    module_name, _, name = spec.partition(":")
+    if not module_name or not name:
+        raise MixemError(f"--callback {spec!r} is not MODULE:NAME; e.g. --callback "
+                         "ray.air.integrations.wandb:WandbLoggerCallback.")
+    try:
+        factory = getattr(importlib.import_module(module_name), name)
+        callback = factory()
+    except Exception as error:  # a user's module: any import or construction error
+        raise MixemError(f"--callback {spec} cannot be made ({type(error).__name__}: {error}); check the module "
+                         "and name, and that the module is installed where the sweep runs.") from None
+    if not isinstance(callback, tune.Callback):
+        raise MixemError(f"--callback {spec} made a {type(callback).__name__}, not a ray.tune.Callback; name a "
+                         "Callback class or a function that returns one.")
+    return callback
+
+
 def fit(args, experiment, plan, resources: TrialResources, concurrent: int, *, output: Path,
-        data_dir: str | None) -> bool:
-    """Run the sweep to its end, or until Ctrl+C or SIGTERM; True when it was stopped before then."""
+        data_dir: str | None, callbacks: list) -> bool:
+    """Run the sweep to its end, or until Ctrl+C or SIGTERM; True when it was stopped before then.
+    ``callbacks`` are the user's (--callback): on a resume, those the sweep started with are kept."""
     experiment_path = join_storage(args.storage, args.name)
     train_storage = join_storage(experiment_path, "train")
     trainable = make_trainable(resources, output=output, train_storage=train_storage, data_dir=data_dir,
@@ -47,12 +76,10 @@ def fit(args, experiment, plan, resources: TrialResources, concurrent: int, *, o
                              "resumed; start it again with another --output.")
         tuner = tune.Tuner.restore(experiment_path, trainable=trainable, resume_unfinished=True,
                                    resume_errored=False, param_space=plan.param_space or None)
-        # Ray 2.60 restores the first run's search algorithm, scheduler and callbacks from tuner.pkl:
-        # the new ones carry this run's --max-concurrent, the rebuilt ASHA rungs and --output.
-        restored = tuner._local_tuner
-        restored._tune_config.search_alg = plan.search_alg
-        restored._tune_config.scheduler = plan.scheduler
-        restored._run_config.callbacks = [callback]
+        # The new search algorithm, scheduler and results callback carry this run's --max-concurrent,
+        # the rebuilt ASHA rungs and --output; the loggers and a user's callbacks are kept as restored.
+        replace_restored_plan(tuner, search_alg=plan.search_alg, scheduler=plan.scheduler, callback=callback,
+                              callback_type=RecordResults)
     else:
         tuner = tune.Tuner(
             trainable,
@@ -65,11 +92,14 @@ def fit(args, experiment, plan, resources: TrialResources, concurrent: int, *, o
                 # reset (Train implements no reset_config), and the trial handed it would error.
                 reuse_actors=False),
             run_config=tune.RunConfig(
-                name=args.name, storage_path=args.storage, callbacks=[callback],
+                name=args.name, storage_path=args.storage,
+                callbacks=[callback, CSVLoggerCallback(), JsonLoggerCallback(), *callbacks],
                 # Train retries the workers from their checkpoint; the trial driver lives on this
                 # node, so a Tune-level retry would only repeat a trial that Train gave up on.
                 failure_config=tune.FailureConfig(max_failures=0), verbose=1),
         )
+    # Tune adds no logger of its own (it would add the TensorBoard one); the sweep added CSV and JSON.
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     tuner.fit()
     # Tune marks the trials it stops on Ctrl+C as terminated too: only the files tell which ended.
     return len(ResultFiles.open(output, args.metric).trials) < plan.total_trials
