@@ -51,6 +51,11 @@ def error_of(main, capsys, argv) -> str:
     (["--dataset", "digits", "--data-dir", "/no/such/folder"], "is not a folder"),
     (["--dataset", "digits", "--address", "127.0.0.1:1"], "needs --storage"),
     (["--dataset", "digits", "--address", "127.0.0.1:1", "--storage", "/tmp/x"], "is a folder on this machine"),
+    (["--dataset", "digits", "--address", "127.0.0.1:1", "--storage", "s3://b/m", "--data-dir", "data"],
+     "--data-dir data is relative, and on a cluster every node reads it"),
+    (["--dataset", "digits", "--callback", "nope"], "--callback 'nope' is not MODULE:NAME"),
+    (["--dataset", "digits", "--callback", "no_such_module:Logger"], "--callback no_such_module:Logger cannot be made"),
+    (["--dataset", "digits", "--callback", "collections:OrderedDict"], "made a OrderedDict, not a ray.tune.Callback"),
     (["--resume"], "need --output"),
 ])
 def test_sweep_refuses_bad_flags(tmp_path, capsys, argv, message):
@@ -230,7 +235,8 @@ def test_resume_names_a_data_dir_missing_on_this_machine(tmp_path, capsys):
     with pytest.raises(MixemError, match="--data-dir /no/such/data, the sweep's, is not a folder on this machine; "
                                          "pass --data-dir"):
         resumed(tmp_path, [], data_dir="/no/such/data")
-    assert resumed(tmp_path / "again", ["--data-dir", str(tmp_path)], data_dir="/no/such/data").data_dir == tmp_path
+    again = resumed(tmp_path / "again", ["--data-dir", str(tmp_path)], data_dir="/no/such/data")
+    assert again.data_dir == str(tmp_path)
     assert output.exists()
 
 
@@ -250,3 +256,32 @@ def test_resume_from_a_relative_storage_path_is_made_absolute(tmp_path, monkeypa
     restored = resolve_args(args, "sweep")
     assert (restored.storage, restored.name) == (str(tmp_path / "storage"), "sweep-digits-1")
     assert "names no experiment folder" in error_of(sweep.main, capsys, ["--output", "there", "--resume-from", "s3://"])
+
+
+def test_on_a_cluster_the_data_dir_is_checked_on_the_nodes_not_here(tmp_path):
+    """The head never trains: an absolute --data-dir missing here, or a URI, is left to the pre-flight on each
+    node type (tune.cluster.preflight)."""
+    from tune.arguments import resolve_args
+
+    for data_dir in ("/data/on/the/nodes", "s3://bucket/datasets"):
+        args = sweep.build_parser().parse_args(["--dataset", "digits", "--address", "127.0.0.1:1", "--storage",
+                                                "s3://bucket/mixem", "--data-dir", data_dir,
+                                                "--output", str(tmp_path / "out")])
+        args.given = []
+        assert resolve_args(args, "sweep").data_dir == data_dir
+
+
+def test_a_ray_job_whose_stop_would_kill_the_sweep_too_soon_is_warned(monkeypatch, capsys):
+    from tune.run import warn_if_ray_job_stop_kills
+
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")  # what a `ray job submit` entrypoint has
+    monkeypatch.delenv("RAY_JOB_STOP_WAIT_TIME_S", raising=False)
+    warn_if_ray_job_stop_kills()
+    assert "kill this sweep 3 s after asking it to stop" in capsys.readouterr().err
+    monkeypatch.setenv("RAY_JOB_STOP_WAIT_TIME_S", "120")
+    warn_if_ray_job_stop_kills()
+    assert capsys.readouterr().err == ""
+    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    monkeypatch.setenv("RAY_JOB_STOP_WAIT_TIME_S", "1")
+    warn_if_ray_job_stop_kills()  # not a Ray job: no `ray job stop` to fear
+    assert capsys.readouterr().err == ""

@@ -4,9 +4,11 @@ import pytest
 
 from mixem.errors import MixemError
 from tune import cluster
-from tune.cluster import Capacity, check_storage, max_concurrent_trials, trial_resources
+from tune.cluster import Capacity, NodeType, check_storage, max_concurrent_trials, trial_resources
 
-COLD_GPU_CLUSTER = Capacity(cpus=8 + 4 * 4, gpus=4, known=True)  # cluster.yaml: a CPU head, 0-4 g5.xlarge
+# cluster.yaml: a CPU head, 0-4 g5.xlarge
+COLD_GPU_CLUSTER = Capacity(cpus=8 + 4 * 4, gpus=4, known=True,
+                            types=(NodeType("head", 8, 0, 1, True), NodeType("gpu", 4, 1, 4, True)))
 UNKNOWN_EMPTY = Capacity(cpus=8, gpus=0, known=False)
 
 
@@ -34,18 +36,20 @@ def test_concurrency_is_bounded_by_what_the_cluster_can_grow_to(capsys):
 
 
 def test_node_types_from_ray_ups_bootstrap_config(tmp_path, monkeypatch):
-    from ray._private import state
-
     (tmp_path / "ray_bootstrap_config.yaml").write_text(
         "head_node_type: head\navailable_node_types:\n"
         "  head: {resources: {CPU: 8, GPU: 0}, node_config: {}}\n"
-        "  gpu: {min_workers: 0, max_workers: 4, resources: {CPU: 4, GPU: 1}, node_config: {}}\n")
+        "  gpu: {min_workers: 0, max_workers: 4, resources: {CPU: 4, GPU: 1}, node_config: {},\n"
+        "        labels: {mixem.io/node-type: gpu}}\n")
     monkeypatch.setattr(cluster, "BOOTSTRAP_CONFIG", tmp_path / "ray_bootstrap_config.yaml")
-    monkeypatch.setattr(state.state, "get_max_resources_from_cluster_config", lambda: None)
-    assert cluster.cluster_capacity() == Capacity(cpus=24, gpus=4, known=True)
-    monkeypatch.setattr(state.state, "get_max_resources_from_cluster_config", lambda: {"CPU": 3, "GPU": 2})
-    assert cluster.cluster_capacity() == Capacity(cpus=3, gpus=2, known=True)  # the autoscaler's own, first
-    monkeypatch.setattr(state.state, "get_max_resources_from_cluster_config", lambda: None)
+    monkeypatch.setattr(cluster, "autoscaler_node_groups", lambda: None)
+    types = (NodeType("head", 8, 0, 1, False), NodeType("gpu", 4, 1, 4, True))
+    assert cluster.cluster_capacity() == Capacity(cpus=24, gpus=4, known=True, types=types)
+    monkeypatch.setattr(cluster, "autoscaler_node_groups",
+                        lambda: [{"name": "g", "resources": {"CPU": 3, "GPU": 1}, "max_count": 2}])
+    assert cluster.cluster_capacity() == Capacity(cpus=6, gpus=2, known=True,  # the autoscaler's own, first
+                                                  types=(NodeType("g", 3, 1, 2, False),))
+    monkeypatch.setattr(cluster, "autoscaler_node_groups", lambda: None)
     monkeypatch.setattr(cluster, "BOOTSTRAP_CONFIG", tmp_path / "missing.yaml")
     monkeypatch.setattr(cluster.ray, "cluster_resources", lambda: {"CPU": 2.0})
     assert cluster.cluster_capacity() == Capacity(cpus=2, gpus=0, known=False)
@@ -64,3 +68,26 @@ def test_a_cluster_needs_storage_every_node_reaches(tmp_path, monkeypatch):
 
 def test_mount_type_reads_proc_mounts():
     assert cluster._mount_type(cluster.PROJECT_ROOT) != ""
+
+
+def test_a_trial_no_node_can_ever_hold_is_refused_instead_of_waiting_forever():
+    with pytest.raises(MixemError, match="No node type can hold one Train worker of 5 CPUs"):
+        trial_resources(1, 5, 1, "auto", COLD_GPU_CLUSTER, local=False)  # g5.xlarge has 4 CPUs
+    with pytest.raises(MixemError, match="needs 3 CPUs .* this machine can have at most 2"):
+        trial_resources(1, 3, 0, "auto", Capacity(2, 0, False), local=True)
+    with pytest.raises(MixemError, match=r"needs 4 CPUs \(2 worker\(s\) x 2\)"):
+        trial_resources(2, 2, 0, "auto", Capacity(2, 0, False), local=True)
+    assert trial_resources(1, 2, 0, "auto", Capacity(2, 0, False), local=True).cpus == 2
+
+
+def test_the_preflight_checks_each_labelled_node_type_that_holds_a_worker(capsys):
+    gpu = trial_resources(1, 3, 1, "auto", COLD_GPU_CLUSTER, local=False)
+    assert cluster._preflight_checks(gpu, COLD_GPU_CLUSTER) == [
+        ("node type gpu", {"label_selector": {cluster.NODE_TYPE_LABEL: "gpu"}})]  # the head holds no GPU worker
+    cpu = trial_resources(1, 2, 0, "auto", COLD_GPU_CLUSTER, local=False)
+    assert [name for name, _ in cluster._preflight_checks(cpu, COLD_GPU_CLUSTER)] == ["node type head",
+                                                                                      "node type gpu"]
+    unlabelled = Capacity(16, 2, True, (NodeType("a", 8, 1, 1), NodeType("b", 8, 1, 1)))
+    assert cluster._preflight_checks(gpu, unlabelled) == [("node type a or b", {})]
+    assert "carry no mixem.io/node-type label" in capsys.readouterr().err
+    assert cluster._preflight_checks(gpu, Capacity(2, 1, False)) == [("a worker node", {})]  # no node types known

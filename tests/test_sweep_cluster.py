@@ -30,6 +30,7 @@ from pathlib import Path
 import pandas as pd
 
 from tune.results import EPOCHS_FILE, TRIALS_FILE, epochs_schema, trials_schema
+from tune.trial import LOGICAL_GPUS_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 FACTS_FILE = "cluster.json"
@@ -67,17 +68,10 @@ def start_cluster(**head):
 
 
 def declare_node_types(address: str, resources: dict, max_count: int) -> None:
-    """Write the cluster's node types where autoscaler v2 (and KubeRay) keep them: one worker group."""
-    import ray
-    from ray._raylet import GcsClient
-    from ray.core.generated import autoscaler_pb2
+    """Write the cluster's node types where KubeRay keeps them: one worker group."""
+    from tune.ray_internals import publish_node_groups
 
-    config = autoscaler_pb2.ClusterConfig()
-    group = config.node_group_configs.add(name="gpu-worker", min_count=0, max_count=max_count)
-    group.resources.update(resources)
-    GcsClient(address=address).internal_kv_put(
-        ray._raylet.GCS_AUTOSCALER_CLUSTER_CONFIG_KEY.encode(), config.SerializeToString(), True,
-        ray._raylet.GCS_AUTOSCALER_STATE_NAMESPACE.encode())
+    publish_node_groups(address, [{"name": "gpu-worker", "resources": resources, "max_count": max_count}])
 
 
 def start_sweep(script: str, cluster, output: Path, args: list[str]) -> subprocess.Popen:
@@ -209,7 +203,8 @@ def play(name: str, tmp_path: Path, timeout: float) -> tuple[dict, str, Path]:
     """Run a scenario in its own process: what it saw, the sweep's stderr, the sweep's results folder."""
     output = tmp_path / name
     temp_dir = tempfile.mkdtemp(dir="/tmp", prefix="mxc-")  # short: unix socket paths live under it
-    env = {**os.environ, "HOME": str(tmp_path), "RAY_TMPDIR": temp_dir,
+    # The GPUs of these clusters are logical only: their workers train on the CPU (tune.trial.LOGICAL_GPUS_ENV).
+    env = {**os.environ, "HOME": str(tmp_path), "RAY_TMPDIR": temp_dir, LOGICAL_GPUS_ENV: "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     for variable in ("RAY_AUTH_MODE", "RAY_ADDRESS", "RAY_API_SERVER_ADDRESS"):  # this cluster's, not another's
         env.pop(variable, None)
@@ -253,7 +248,9 @@ def test_ablation_spreads_gpu_trials_over_both_nodes_and_fills_preset(tmp_path):
     # The SimCLR head has no mixture: its component-mean variants are NaN, its k-means ones are not.
     assert pd.isna(by_preset.loc["simclr", "final/compinit_z_l2_acc"])
     assert by_preset.loc["simclr", "final/kmeans_h_l2_acc"] > 0
-    assert (trials["gpu_seconds"] == trials["wall_seconds"]).all() and (trials["gpu_seconds"] > 0).all()
+    # Logical GPUs: the workers trained on the CPU, so no GPU time is counted, and each row says so.
+    assert (trials["device"] == "cpu").all() and (epochs["device"] == "cpu").all()
+    assert (trials["gpu_seconds"] == 0).all()
     # One GPU per node and one per trial: the two trials' Train workers ran on different nodes.
     workers = [worker["node_id"] for worker in facts["workers"]]
     assert len(workers) == 2 and len(facts["nodes"]) == 2
@@ -274,7 +271,7 @@ def test_sweep_sized_from_node_types_trains_on_gpu_nodes_added_after_it_started(
     assert len(trials) == 2 and (trials["status"] == "finished").all() and (trials["epochs"] == 2).all()
     assert sorted(trials["config/lr"]) == [1e-3, 2e-3]
     assert sorted(epochs.groupby("trial_id")["epoch"].apply(list)) == [[1, 2], [1, 2]]
-    assert (trials["gpu_seconds"] > 0).all() and (trials["gpu_seconds"] == trials["wall_seconds"]).all()
+    assert (trials["device"] == "cpu").all() and (trials["gpu_seconds"] == 0).all()  # logical GPUs
     # Both Train workers ran on the GPU nodes, one on each: the two trials ran at once.
     workers = [worker["node_id"] for worker in facts["workers"]]
     assert len(workers) == 2 and facts["head"] not in workers

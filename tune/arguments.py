@@ -49,8 +49,10 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                       "is an oracle")
     what.add_argument("--seed", type=int, default=0,
                       help="training seed of every trial, and the searcher's seed (default: %(default)s)")
-    what.add_argument("--data-dir", type=Path,
-                      help="dataset root, the same path on every node (default: $MIXEM_DATA_DIR, else ./data)")
+    what.add_argument("--data-dir",
+                      help="dataset root: a folder, the same path on every node, or a URI (s3://BUCKET/PREFIX, "
+                      "gs://...) that each node copies its dataset from once, to local disk (default: "
+                      "$MIXEM_DATA_DIR, else ./data)")
     where = parser.add_argument_group("where it runs")
     where.add_argument("--address",
                        help="Ray cluster to join: 'auto' for the cluster this machine belongs to (started by "
@@ -77,6 +79,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                        "uses bf16, channels_last and fused Adam)")
     where.add_argument("--verbose", action=argparse.BooleanOptionalAction, default=False,
                        help="also show what workers print and Ray's own warnings (otherwise in Ray's logs)")
+    where.add_argument("--callback", action="append", default=[], metavar="MODULE:NAME",
+                       help="add a Ray Tune callback, a Callback class or a function that returns one, e.g. "
+                       "ray.air.integrations.wandb:WandbLoggerCallback; repeatable; kept on --resume")
     out = parser.add_argument_group("results")
     out.add_argument("--output", type=Path,
                      help="local folder for trials.parquet, epochs.parquet and sweep.json (default: "
@@ -120,8 +125,7 @@ def resolve_args(args: argparse.Namespace, kind: str) -> argparse.Namespace:
         raise MixemError(f"--reduction-factor must be a finite number more than 1, not {factor}.")
     if args.output is not None and args.output.exists() and not args.output.is_dir():
         raise MixemError(f"--output {args.output} is a file; pass a folder.")
-    if args.data_dir is not None and not args.data_dir.is_dir():
-        raise MixemError(missing_data_dir_message(args.dataset, args.data_dir, download_flag=False))
+    _check_data_dir(args.data_dir, args.dataset, args.address)
     if cluster.in_ray_job():
         for name in ("output", "storage"):
             value = getattr(args, name)
@@ -135,7 +139,8 @@ def resolve_args(args: argparse.Namespace, kind: str) -> argparse.Namespace:
             raise MixemError(f"{flags} cannot change on --resume (a sweep keeps the settings it started with); "
                              "leave them out, or start a new sweep with another --output.")
         restored = _restored_args(args, kind)
-        if restored.data_dir is not None and not restored.data_dir.is_dir():
+        local = restored.data_dir is not None and "://" not in restored.data_dir and restored.address is None
+        if local and not Path(restored.data_dir).is_dir():
             raise MixemError(f"--data-dir {restored.data_dir}, the sweep's, is not a folder on this machine; pass "
                              "--data-dir with the folder that holds the datasets here.")
         try:  # every setting as on a command line; the data folder was checked just above
@@ -176,6 +181,21 @@ def resolve_args(args: argparse.Namespace, kind: str) -> argparse.Namespace:
     return args
 
 
+def _check_data_dir(data_dir: str | None, dataset: str | None, address: str | None) -> None:
+    """A local --data-dir must be a folder here; on a cluster (--address) it is checked on each node type
+    by the pre-flight instead, since this node may hold no data, and it must be absolute. A URI is
+    checked where it is staged."""
+    if data_dir is None or "://" in data_dir:
+        return
+    if address is not None:
+        if not Path(data_dir).is_absolute():
+            raise MixemError(f"--data-dir {data_dir} is relative, and on a cluster every node reads it; pass an "
+                             "absolute path, or a URI such as s3://BUCKET/datasets.")
+        return
+    if not Path(data_dir).is_dir():
+        raise MixemError(missing_data_dir_message(dataset, data_dir, download_flag=False))
+
+
 def _restored_args(args: argparse.Namespace, kind: str) -> argparse.Namespace:
     """The arguments a sweep was started with (its sweep.json), with the flags of ``WHERE`` anew."""
     if args.output is None:
@@ -214,7 +234,7 @@ def _restored_args(args: argparse.Namespace, kind: str) -> argparse.Namespace:
     for name in WHERE:
         if name in given if given is not None else getattr(args, name) != vars(build_defaults()).get(name):
             setattr(restored, name, getattr(args, name))
-    restored.data_dir = Path(restored.data_dir) if restored.data_dir else None
+    restored.data_dir = str(restored.data_dir) if restored.data_dir else None
     restored.output, restored.resume = args.output, True
     if restored.address is not None:
         cluster.check_storage(restored.storage, shared=restored.storage_shared)

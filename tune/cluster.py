@@ -19,7 +19,8 @@ from pathlib import Path
 import ray
 
 from mixem.errors import MixemError
-from tune.trial import TrialResources
+from tune.ray_internals import autoscaler_node_groups, dashboard_address, placement_group_by_id
+from tune.trial import TrialResources, trains_on_gpu
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 BOOTSTRAP_CONFIG = Path("~/ray_bootstrap_config.yaml")
@@ -27,6 +28,8 @@ BOOTSTRAP_CONFIG = Path("~/ray_bootstrap_config.yaml")
 # Tune up to 2 s late. Polling every half second costs the controller next to nothing.
 TRAIN_SETTINGS = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}
 # File systems that every node of a cluster can mount: a local --storage on one of them is shared.
+# A node group of the autoscaler whose size has no bound.
+UNBOUNDED = 10**6
 SHARED_FILE_SYSTEMS = ("nfs", "nfs4", "cifs", "smb3", "lustre", "gpfs", "beegfs", "glusterfs", "ceph", "fuse.")
 
 
@@ -67,6 +70,32 @@ def start_ray(address: str | None, *, verbose: bool, **init_kwargs) -> None:
              logging_level="INFO" if verbose else "ERROR", **init_kwargs)
 
 
+def remove_orphaned_placement_groups() -> int:
+    """Remove the placement groups that Ray should have removed with the job that made them, and return how
+    many. A non-detached placement group lives as long as its job; but when a sweep's driver is killed just
+    as a trial's Ray Train controller asks for its workers' placement group, the group can outlive the job,
+    holding its CPUs and GPUs forever, and the next sweep waits for them forever. Only groups of jobs that
+    have ended, and that were not made detached, are removed."""
+    from ray.util.state import list_jobs, list_placement_groups
+
+    address = os.environ.get("RAY_API_SERVER_ADDRESS") or dashboard_address()
+    try:
+        ended = {job.job_id for job in list_jobs(address=address, limit=10_000) if job.status != "RUNNING"}
+        groups = list_placement_groups(address=address, detail=True, limit=10_000)
+    except Exception as error:  # the state API raises several kinds (no dashboard, a timeout): not fatal here
+        print(f"warning: could not look for placement groups left by ended Ray jobs ({error}); if the sweep waits "
+              "for resources that `ray status` shows reserved, remove them.", file=sys.stderr)
+        return 0
+    orphans = [group.placement_group_id for group in groups
+               if group.state == "CREATED" and not group.is_detached and group.creator_job_id in ended]
+    for group_id in orphans:
+        ray.util.remove_placement_group(placement_group_by_id(group_id))
+    if orphans:
+        print(f"removed {len(orphans)} placement group(s) left by Ray jobs that have ended (a driver killed while "
+              "a trial started): their CPUs and GPUs are free again", file=sys.stderr)
+    return len(orphans)
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -95,36 +124,69 @@ def dashboard_url(address: str) -> str | None:
         return None
 
 
+# The node label that names a node's type (cluster.yaml sets it on every node type): the pre-flight
+# checks one node of each type with it. Ray's own ray.io/node-group label is not known to the
+# autoscaler before a node exists, so a task cannot ask for a node type by it.
+NODE_TYPE_LABEL = "mixem.io/node-type"
+
+
+@dataclass(frozen=True)
+class NodeType:
+    """One node type of the cluster's config: its CPUs and GPUs, how many nodes it may have at once,
+    and whether its nodes carry ``NODE_TYPE_LABEL`` (so that a task can ask for one of them)."""
+
+    name: str
+    cpus: float
+    gpus: float
+    max_count: int
+    labelled: bool = False
+
+    def holds(self, resources: TrialResources) -> bool:
+        """Whether one node of this type can hold one Train worker of ``resources``."""
+        return (self.max_count > 0 and self.cpus >= resources.cpus_per_worker
+                and self.gpus >= resources.gpus_per_worker)
+
+
 @dataclass(frozen=True)
 class Capacity:
-    """The most CPUs and GPUs the cluster can have at once; ``known`` is False when only the nodes up
-    now could be counted (no autoscaler config was found)."""
+    """The most CPUs and GPUs the cluster can have at once, and its node types; ``known`` is False when
+    only the nodes up now could be counted (no autoscaler config was found; ``types`` is then empty)."""
 
     cpus: float
     gpus: float
     known: bool
+    types: tuple[NodeType, ...] = ()
+
+
+def node_types() -> list[NodeType] | None:
+    """The node types the cluster can start, from the autoscaler's config (see the module docstring),
+    or None when there is none (a local Ray, a fixed cluster)."""
+    groups = autoscaler_node_groups()
+    if groups:
+        return [NodeType(group["name"], float(group["resources"].get("CPU", 0)),
+                         float(group["resources"].get("GPU", 0)),
+                         UNBOUNDED if group["max_count"] < 0 else group["max_count"]) for group in groups]
+    bootstrap = BOOTSTRAP_CONFIG.expanduser()
+    if not bootstrap.is_file():
+        return None
+    import yaml
+
+    config = yaml.safe_load(bootstrap.read_text()) or {}
+    types = []
+    for name, node_type in (config.get("available_node_types") or {}).items():
+        resources, labels = node_type.get("resources") or {}, node_type.get("labels") or {}
+        count = 1 if name == config.get("head_node_type") else node_type.get("max_workers", 0)
+        types.append(NodeType(name, float(resources.get("CPU", 0)), float(resources.get("GPU", 0)), count,
+                              labels.get(NODE_TYPE_LABEL) == name))
+    return types or None
 
 
 def cluster_capacity() -> Capacity:
-    """What the cluster can grow to (see the module docstring), else what it has now."""
-    from ray._private.state import state  # the sizing Ray Data does for its own autoscaling
-
-    most = state.get_max_resources_from_cluster_config()
-    if most:
-        return Capacity(float(most.get("CPU", 0)), float(most.get("GPU", 0)), True)
-    bootstrap = BOOTSTRAP_CONFIG.expanduser()
-    if bootstrap.is_file():
-        import yaml
-
-        config = yaml.safe_load(bootstrap.read_text()) or {}
-        types, cpus, gpus = config.get("available_node_types") or {}, 0.0, 0.0
-        for name, node_type in types.items():
-            count = 1 if name == config.get("head_node_type") else node_type.get("max_workers", 0)
-            resources = node_type.get("resources") or {}
-            cpus += count * float(resources.get("CPU", 0))
-            gpus += count * float(resources.get("GPU", 0))
-        if types:
-            return Capacity(cpus, gpus, True)
+    """What the cluster can grow to (its node types), else what it has now."""
+    types = node_types()
+    if types:
+        return Capacity(sum(t.cpus * t.max_count for t in types), sum(t.gpus * t.max_count for t in types), True,
+                        tuple(types))
     now = ray.cluster_resources()
     return Capacity(float(now.get("CPU", 0)), float(now.get("GPU", 0)), False)
 
@@ -147,7 +209,23 @@ def trial_resources(workers: int, cpus_per_worker: float, gpus_per_worker: float
     if backend == "auto":
         # One worker needs no collective at all; gloo also runs logical GPUs of a CPU-only test cluster.
         backend = "nccl" if gpus_per_worker > 0 and workers > 1 else "gloo"
-    return TrialResources(workers, cpus_per_worker, gpus_per_worker, backend)
+    resources = TrialResources(workers, cpus_per_worker, gpus_per_worker, backend)
+    _check_fits(resources, capacity, local=local)
+    return resources
+
+
+def _check_fits(resources: TrialResources, capacity: Capacity, *, local: bool) -> None:
+    """A trial that no node (or not the whole cluster) could ever hold would wait forever: refuse it."""
+    where = "this machine" if local else "this cluster"
+    if capacity.types and not any(t.holds(resources) for t in capacity.types):
+        largest = ", ".join(f"{t.name} ({t.cpus:g} CPUs, {t.gpus:g} GPUs)" for t in capacity.types if t.max_count)
+        raise MixemError(f"No node type can hold one Train worker of {resources.cpus_per_worker:g} CPUs and "
+                         f"{resources.gpus_per_worker:g} GPUs (the node types: {largest}); lower --cpus-per-worker "
+                         "or --gpus-per-worker.")
+    if (capacity.known or local) and resources.cpus > capacity.cpus:
+        raise MixemError(f"A trial needs {resources.cpus:g} CPUs ({resources.workers} worker(s) x "
+                         f"{resources.cpus_per_worker:g}) but {where} can have at most {capacity.cpus:g}; lower "
+                         "--cpus-per-worker or --workers-per-trial.")
 
 
 def max_concurrent_trials(resources: TrialResources, requested: int | None, capacity: Capacity) -> int:
@@ -198,20 +276,66 @@ def in_ray_job() -> bool:
     return "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
 
 
-def preflight(dataset: str, data_dir: str | None, resources: TrialResources) -> None:
-    """Load the dataset once where a Train worker would run (with its CPUs and GPUs), before any trial
-    starts: missing data fails here with one sentence, not in every trial."""
+def preflight(dataset: str, data_dir: str | None, resources: TrialResources, capacity: Capacity) -> None:
+    """Before any trial starts, check one node of every node type that can hold a Train worker, with a
+    worker's CPUs and GPUs: the dataset loads there (staged from its URI first), and a worker that
+    reserves GPUs finds a usable one. A failure names each node type and its reason in one sentence,
+    instead of failing every trial. Waits for the autoscaler to start the nodes, saying so."""
+    checks = _preflight_checks(resources, capacity)
+    task = ray.remote(_check_node)
+    pending = {task.options(num_cpus=resources.cpus_per_worker, num_gpus=resources.gpus_per_worker, **options)
+               .remote(dataset, data_dir, resources.gpus_per_worker): name for name, options in checks}
+    failures = []
+    while pending:
+        done, _ = ray.wait(list(pending), timeout=PREFLIGHT_PATIENCE_S)
+        if not done:
+            print(f"waiting for a node of {_and(sorted(pending.values()))} (the autoscaler starts them; "
+                  "`ray status` shows how far it is)...", file=sys.stderr)
+        for ref in done:
+            name, report = pending.pop(ref), ray.get(ref)
+            if report["error"]:
+                failures.append(f"on {name} ({report['node']}) {report['error'].rstrip('.')}")
+            else:
+                print(f"checked {name} ({report['node']}): {report['device']}, {dataset} loads", file=sys.stderr)
+    if failures:
+        raise MixemError("Before any trial started, " + "; ".join(sorted(failures)) + ".")
 
-    def load(name: str, folder: str | None) -> str | None:
-        from mixem.data import load_dataset  # imports torch: on the worker node, not in this driver
 
-        try:
-            load_dataset(name, folder)
-        except MixemError as error:
-            return str(error)
-        return None
+PREFLIGHT_PATIENCE_S = 60.0
 
-    task = ray.remote(num_cpus=resources.cpus_per_worker, num_gpus=resources.gpus_per_worker)(load)
-    error = ray.get(task.remote(dataset, data_dir))
-    if error:
-        raise MixemError(f"On a worker node: {error}")
+
+def _preflight_checks(resources: TrialResources, capacity: Capacity) -> list[tuple[str, dict]]:
+    """(what is checked, the task's scheduling options): one per labelled node type that holds a
+    worker, and one wherever Ray places it for node types without the label (or none known)."""
+    holding = [t for t in capacity.types if t.holds(resources)]
+    checks = [(f"node type {t.name}", {"label_selector": {NODE_TYPE_LABEL: t.name}}) for t in holding if t.labelled]
+    unlabelled = [t.name for t in holding if not t.labelled]
+    if unlabelled:
+        print(f"note: node type(s) {_and(unlabelled)} carry no {NODE_TYPE_LABEL} label, so one check runs on "
+              "whichever of them Ray picks; give each node type `labels: {" + NODE_TYPE_LABEL + ": NAME}` in the "
+              "cluster config to check every one.", file=sys.stderr)
+    if unlabelled or not holding:
+        checks.append((f"node type {' or '.join(unlabelled)}" if unlabelled else "a worker node", {}))
+    return checks
+
+
+def _check_node(dataset: str, data_dir: str | None, gpus: float) -> dict:
+    """On a worker node: its address, the device a worker there would train on, and what stops it (or None)."""
+    node = ray.util.get_node_ip_address()
+    from mixem.data import load_dataset  # imports torch: on the worker node, not in this driver
+    from mixem.device import cuda_problem, device_name, pick_device
+
+    on_gpu = trains_on_gpu(gpus)
+    try:
+        problem = cuda_problem() if on_gpu else None
+        if problem:
+            raise MixemError(f"a worker reserves {gpus:g} GPU but {problem}; fix that node type's NVIDIA driver or "
+                             "image, or pass --gpus-per-worker 0 to train on CPUs")
+        load_dataset(dataset, data_dir)
+    except MixemError as error:
+        return {"node": node, "device": None, "error": str(error)}
+    return {"node": node, "device": device_name(pick_device("cuda" if on_gpu else "cpu")), "error": None}
+
+
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"

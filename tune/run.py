@@ -16,18 +16,25 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from mixem.errors import MixemError
+from mixem.files import write_atomic
 from mixem.scores import metric_mode
 from tune import cluster
 from tune.arguments import base_overrides, resolve_args
+from tune.provenance import provenance
 from tune.results import EPOCHS_FILE, SETTINGS_FILE, STORAGE_FOLDER, TRIALS_FILE, ResultFiles, Storage
 from tune.space import read_space_args, resolve_space
-from tune.tuning import fit
+from tune.tuning import fit, load_callback
 
 LOCK_FILE = ".lock"
+# Seconds `ray job stop` should wait between SIGTERM and SIGKILL: Tune saves its state (to S3, with
+# the searcher's) and the trials stop; below the minimum the sweep warns at its start.
+RECOMMENDED_JOB_STOP_WAIT_S = 120
+MIN_JOB_STOP_WAIT_S = 30
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,19 @@ class OutputLock:
         self.file.close()
 
 
+def warn_if_ray_job_stop_kills() -> None:
+    """Under `ray job submit`, `ray job stop` sends SIGTERM and then SIGKILL after
+    RAY_JOB_STOP_WAIT_TIME_S seconds (3 by default): too soon for Tune to save its state. Nothing
+    finished is lost either way, but the trials that were running restart from their last checkpoint."""
+    wait = os.environ.get("RAY_JOB_STOP_WAIT_TIME_S", "3")
+    if cluster.in_ray_job() and (not wait.isdigit() or int(wait) < MIN_JOB_STOP_WAIT_S):
+        print(f"warning: `ray job stop` will kill this sweep {wait} s after asking it to stop "
+              f"(RAY_JOB_STOP_WAIT_TIME_S), too soon for Tune to save its state; start the head with "
+              f"RAY_JOB_STOP_WAIT_TIME_S={RECOMMENDED_JOB_STOP_WAIT_S} (cluster.yaml does) or submit with "
+              "--runtime-env-json '{\"env_vars\": {\"RAY_JOB_STOP_WAIT_TIME_S\": \""
+              f"{RECOMMENDED_JOB_STOP_WAIT_S}\"}}}}'.", file=sys.stderr)
+
+
 def _sigterm_as_sigint(signum, frame) -> None:
     """SIGTERM (what `ray job stop` sends) stops the sweep the way Ctrl+C does: Tune saves its state."""
     os.kill(os.getpid(), signal.SIGINT)
@@ -79,9 +99,11 @@ def run(args: argparse.Namespace, experiment: Experiment) -> int:
     fixed, space = resolve_space(args.dataset, read_space_args(args.space), base_overrides(args),
                                  search=experiment.search)
     experiment.check(args, fixed)
-    data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else os.environ.get("MIXEM_DATA_DIR")
-    if data_dir and "://" not in data_dir:
+    data_dir = args.data_dir or os.environ.get("MIXEM_DATA_DIR")
+    if data_dir and "://" not in data_dir:  # a URI (s3://, gs://) is staged on each node (mixem.staging)
         data_dir = str(Path(data_dir).resolve())
+    callbacks = [] if args.resume else [load_callback(spec) for spec in args.callback]
+    warn_if_ray_job_stop_kills()
     output = args.output.resolve()
     mirror = Storage(args.storage).child(args.name, STORAGE_FOLDER)
     if args.resume:
@@ -94,24 +116,33 @@ def run(args: argparse.Namespace, experiment: Experiment) -> int:
         cluster.start_ray(args.address, verbose=args.verbose)
     signal.signal(signal.SIGTERM, _sigterm_as_sigint)  # again: ray.init installs a handler that exits at once
     try:
+        cluster.remove_orphaned_placement_groups()  # else their CPUs and GPUs would never be free for our trials
         capacity = cluster.cluster_capacity()
         resources = cluster.trial_resources(args.workers_per_trial, args.cpus_per_worker, args.gpus_per_worker,
                                             args.backend, capacity, local=args.address is None)
         concurrent = cluster.max_concurrent_trials(resources, args.max_concurrent, capacity)
         print(f"checking that {args.dataset} loads where the trials will run...", file=sys.stderr)
-        cluster.preflight(args.dataset, data_dir, resources)
+        cluster.preflight(args.dataset, data_dir, resources, capacity)
         if lock is None:
             lock = OutputLock(output)
             files = ResultFiles.open(output, args.metric, mirror)
             saved = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
                      if k not in ("output", "resume", "resume_from", "name", "storage", "given")}
-            settings = {"kind": experiment.kind, "name": args.name, "storage": args.storage, "args": saved}
-            (output / SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n")
-            mirror.upload(output / SETTINGS_FILE)
-            files.write_empty()
+            settings = {"kind": experiment.kind, "name": args.name, "storage": args.storage, "args": saved, "runs": []}
+        else:
+            settings = json.loads((output / SETTINGS_FILE).read_text())
+        # Each start and resume: what it resolved, on which code and packages.
+        settings.setdefault("runs", []).append(
+            {"started": datetime.now(UTC).isoformat(timespec="seconds"), "resumed": bool(args.resume),
+             "resolved": {**asdict(resources), "max_concurrent": concurrent, "capacity": asdict(capacity)},
+             **provenance()})
+        write_atomic(output / SETTINGS_FILE, json.dumps(settings, indent=2) + "\n")
+        mirror.upload(output / SETTINGS_FILE)
+        files.write_empty()
         plan = experiment.plan(args, fixed, space, concurrent, list(files.epochs.values()))
         started = time.time()
-        interrupted = fit(args, experiment, plan, resources, concurrent, output=output, data_dir=data_dir)
+        interrupted = fit(args, experiment, plan, resources, concurrent, output=output, data_dir=data_dir,
+                          callbacks=callbacks)
         summarize(output, args.metric, plan.varied, time.time() - started)
         if interrupted:
             print(f"The sweep was stopped; continue it with: python {experiment.script} --output {args.output} "
