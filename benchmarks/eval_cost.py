@@ -50,15 +50,18 @@ def measure(quick: bool, device: str, dataset: str = "digits", data_dir: Path | 
     held_out = split_validation(data.select(config.data.train_split)[0], config.data.val_fraction,
                                 config.optim.seed)[1].to(device)
 
-    def evaluation(n_init: int):
+    def evaluation(n_init: int, noise_seeds: int):
         def run():
             evaluate(model, images, labels, data.num_classes, n_init=n_init, max_iter=config.eval.kmeans_max_iter,
-                     batch_size=config.eval.eval_batch_size, seed=0, device=torch.device(device))
+                     batch_size=config.eval.eval_batch_size, seed=0, noise_seeds=noise_seeds,
+                     device=torch.device(device))
             validation_loss(model, held_out, config.augment, dataclasses.asdict(config.loss),
                             batch_size=config.optim.batch_size, device=device)
         return run
 
-    final, interim = take_turns([evaluation(config.eval.kmeans_n_init), evaluation(config.eval.interim_kmeans_n_init)],
+    # As the trainer: the final evaluation also measures the reported clusterings' spread over K-means seeds.
+    final, interim = take_turns([evaluation(config.eval.kmeans_n_init, config.eval.kmeans_noise_seeds),
+                                 evaluation(config.eval.interim_kmeans_n_init, 0)],
                                 1 if quick else 3, waiter(device))
     epoch = statistics.median(epoch_seconds)
     return [figure(f"evaluation: one {dataset} training epoch ({len(images)} images evaluated)", epoch, "s", command),

@@ -127,6 +127,10 @@ class EvalConfig:
         3, "k-means++ restarts in evaluations before the last epoch: they only rank runs against each other (ASHA)"
     )
     eval_batch_size: int = _field(1024, "batch size when computing representations")
+    kmeans_noise_seeds: int = _field(
+        5, "K-means random states the final evaluation refits the reported clusterings with, to record the spread "
+        "of their ACC (within-model noise); below 2: not measured"
+    )
 
 
 CONCERNS = {
@@ -180,7 +184,7 @@ class Config:
                 raise MixemError(f"--{_flag(name)} must be one of {', '.join(choices)}, not {value!r}.")
             if isinstance(value, float) and not math.isfinite(value):
                 raise MixemError(f"--{_flag(name)} must be a finite number, not {value}.")
-        for name in (*LOSS_WEIGHTS, "weight_decay", "constant_lr_epochs", "eval_every"):
+        for name in (*LOSS_WEIGHTS, "weight_decay", "constant_lr_epochs", "eval_every", "kmeans_noise_seeds"):
             if flat[name] < 0:
                 raise MixemError(f"--{_flag(name)} must be >= 0 (0 switches it off), not {flat[name]}.")
         for name in (

@@ -53,7 +53,8 @@ from mixem.staging import is_uri
 
 Report = Callable[[dict, "Path | None"], None]
 # Fields that may change when a run is resumed; anything else would make a different experiment.
-RESUMABLE_CHANGES = {"epochs", "eval_every", "kmeans_n_init", "interim_kmeans_n_init", "eval_batch_size"}
+RESUMABLE_CHANGES = {"epochs", "eval_every", "kmeans_n_init", "interim_kmeans_n_init", "eval_batch_size",
+                     "kmeans_noise_seeds"}
 # The autograd all_gather is what we need (its backward sums the gradients of every rank); torch
 # recommends a private module instead, so its deprecation warning is noise for our users.
 warnings.filterwarnings("ignore", "torch.distributed.nn.functional.all_gather is deprecated", FutureWarning)
@@ -389,6 +390,7 @@ def _evaluate(model, config: Config, data, eval_images, eval_labels, val_images,
             max_iter=config.eval.kmeans_max_iter,
             batch_size=config.eval.eval_batch_size,
             seed=config.optim.seed,
+            noise_seeds=config.eval.kmeans_noise_seeds if final else 0,
             device=device,
         )
     except ValueError as error:  # scikit-learn refuses representations holding NaN or infinity

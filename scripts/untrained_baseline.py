@@ -37,7 +37,7 @@ def untrained(dataset: str, seed: int) -> dict:
     images, labels = data.select(config.data.eval_split)
     return evaluate(model, images, labels, data.num_classes, n_init=config.eval.kmeans_n_init,
                     max_iter=config.eval.kmeans_max_iter, batch_size=config.eval.eval_batch_size, seed=seed,
-                    device=torch.device("cpu"))
+                    noise_seeds=config.eval.kmeans_noise_seeds, device=torch.device("cpu"))
 
 
 def main() -> None:
