@@ -15,7 +15,7 @@ from mixem.config import DATASET_PRESETS, Config, missing_data_dir_message
 from mixem.errors import MixemError
 from mixem.scores import FIXED_VARIANT, METRIC_KEYS, VALIDATION_KEYS
 from tune import cluster
-from tune.results import EPOCHS_FILE, SETTINGS_FILE, STORAGE_FOLDER, TRIALS_FILE, Storage
+from tune.results import BASELINES_FILE, EPOCHS_FILE, SETTINGS_FILE, STORAGE_FOLDER, TRIALS_FILE, Storage
 
 # What --smoke-test sets unless given explicitly: tiny, for CI and a first try.
 SMOKE = {"num_samples": 4, "max_epochs": 2, "grace_epochs": 1, "seeds": 1}
@@ -117,7 +117,7 @@ def resolve_args(args: argparse.Namespace, kind: str) -> argparse.Namespace:
     """Check every flag and fill the defaults that depend on others; on --resume, the settings the
     sweep was started with, with the flags of ``WHERE`` taken anew. Touches no file."""
     _at_least(args, 1, "num_samples", "max_concurrent", "workers_per_trial", "max_epochs", "grace_epochs", "seeds")
-    _at_least(args, 0, "max_failures", "gpus_per_worker", "checkpoint_every", "seed")
+    _at_least(args, 0, "max_failures", "gpus_per_worker", "checkpoint_every", "seed", "search_seed")
     if args.cpus_per_worker is not None and not (math.isfinite(args.cpus_per_worker) and args.cpus_per_worker > 0):
         raise MixemError(f"--cpus-per-worker must be more than 0, not {args.cpus_per_worker}.")
     factor = getattr(args, "reduction_factor", 2)
@@ -210,7 +210,7 @@ def _restored_args(args: argparse.Namespace, kind: str) -> argparse.Namespace:
         if not source.download(SETTINGS_FILE, args.output):
             raise MixemError(f"{args.resume_from} holds no sweep ({STORAGE_FOLDER}/{SETTINGS_FILE} is missing); pass "
                              "the folder the sweep printed at its start.")
-        for name in (TRIALS_FILE, EPOCHS_FILE):
+        for name in (TRIALS_FILE, EPOCHS_FILE, BASELINES_FILE):
             source.download(name, args.output)
     elif not settings_file.is_file():
         raise MixemError(f"There is no sweep to resume in {args.output} ({SETTINGS_FILE} is missing); pass the "

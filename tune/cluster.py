@@ -337,5 +337,18 @@ def _check_node(dataset: str, data_dir: str | None, gpus: float) -> dict:
     return {"node": node, "device": device_name(pick_device("cuda" if on_gpu else "cpu")), "error": None}
 
 
+def pixel_baselines(dataset: str, data_dir: str | None, resources: TrialResources, **settings) -> list[dict]:
+    """``mixem.baselines.dataset_baselines`` of ``dataset`` with ``settings`` (eval_split, seeds, n_init,
+    max_iter), computed where a Train worker would run (where the data is), cached there."""
+
+    def compute(name: str, folder: str | None, options: dict) -> list[dict]:
+        from mixem.baselines import dataset_baselines  # torch and scikit-learn: on the worker node
+
+        return dataset_baselines(name, folder, **options)
+
+    task = ray.remote(num_cpus=resources.cpus_per_worker, num_gpus=resources.gpus_per_worker)(compute)
+    return ray.get(task.remote(dataset, data_dir, settings))
+
+
 def _and(items: list[str]) -> str:
     return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"

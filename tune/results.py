@@ -37,6 +37,8 @@ from mixem.scores import LOSS_TERMS, ORACLE_METRIC, SCORE_KEYS, metric_mode
 
 TRIALS_FILE = "trials.parquet"
 EPOCHS_FILE = "epochs.parquet"
+# The no-learning baselines of the sweep's dataset (mixem.baselines), written once when the sweep starts.
+BASELINES_FILE = "baselines.parquet"
 SETTINGS_FILE = "sweep.json"
 # The files --resume needs, copied to this folder of the sweep's storage.
 STORAGE_FOLDER = "mixem"
@@ -71,6 +73,22 @@ def epochs_schema() -> pa.Schema:
     columns += [(name, pa.float64()) for name in EPOCH_VALUES]
     columns += [(key, pa.float64()) for key in SCORE_KEYS]
     return _versioned(columns)
+
+
+def baselines_schema() -> pa.Schema:
+    """One row per baseline and seed: K-means on the evaluation pixels (``mixem.baselines``)."""
+    columns = [("dataset", pa.string()), ("eval_split", pa.string()), ("baseline", pa.string()),
+               ("seed", pa.int64()), ("n_init", pa.int64()), ("max_iter", pa.int64()),
+               ("acc", pa.float64()), ("nmi", pa.float64()), ("ari", pa.float64())]
+    return _versioned(columns)
+
+
+def write_baselines(folder: Path, rows: list[dict], mirror: Storage | None) -> None:
+    """Write ``folder``'s baselines.parquet (whole, atomically), and its copy in storage."""
+    path = folder / BASELINES_FILE
+    write_atomic(path, partial(pq.write_table, pa.Table.from_pylist(rows, schema=baselines_schema())))
+    if mirror is not None:
+        mirror.upload(path)
 
 
 def _versioned(columns: list) -> pa.Schema:

@@ -20,13 +20,23 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from mixem.config import Config
 from mixem.errors import MixemError
 from mixem.files import write_atomic
-from mixem.scores import metric_mode
+from mixem.scores import metric_mode, reported_variant
 from tune import cluster
 from tune.arguments import base_overrides, resolve_args
 from tune.provenance import provenance
-from tune.results import EPOCHS_FILE, SETTINGS_FILE, STORAGE_FOLDER, TRIALS_FILE, ResultFiles, Storage
+from tune.results import (
+    BASELINES_FILE,
+    EPOCHS_FILE,
+    SETTINGS_FILE,
+    STORAGE_FOLDER,
+    TRIALS_FILE,
+    ResultFiles,
+    Storage,
+    write_baselines,
+)
 from tune.space import read_space_args, resolve_space
 from tune.tuning import fit, load_callback
 
@@ -35,6 +45,8 @@ LOCK_FILE = ".lock"
 # the searcher's) and the trials stop; below the minimum the sweep warns at its start.
 RECOMMENDED_JOB_STOP_WAIT_S = 120
 MIN_JOB_STOP_WAIT_S = 30
+# Seeds of the no-learning baselines: enough for an interval.
+MIN_BASELINE_SEEDS = 5
 
 
 @dataclass(frozen=True)
@@ -72,6 +84,17 @@ class OutputLock:
 
     def release(self) -> None:
         self.file.close()
+
+
+def baselines(args: argparse.Namespace, fixed: dict, data_dir: str | None, resources) -> list[dict]:
+    """The dataset's no-learning baselines with the trials' K-means settings, for at least 5 seeds from
+    --seed (the ablation's seeds among them), so that every report can say whether training helped."""
+    config = Config.for_dataset(args.dataset, fixed)
+    seeds = list(range(args.seed, args.seed + max(MIN_BASELINE_SEEDS, getattr(args, "seeds", None) or 1)))
+    print(f"computing the no-learning baselines (K-means on {args.dataset}'s pixels, {len(seeds)} seeds; cached "
+          "after the first time)...", file=sys.stderr)
+    return cluster.pixel_baselines(args.dataset, data_dir, resources, eval_split=config.data.eval_split, seeds=seeds,
+                                   n_init=config.eval.kmeans_n_init, max_iter=config.eval.kmeans_max_iter)
 
 
 def warn_if_ray_job_stop_kills() -> None:
@@ -139,6 +162,8 @@ def run(args: argparse.Namespace, experiment: Experiment) -> int:
         write_atomic(output / SETTINGS_FILE, json.dumps(settings, indent=2) + "\n")
         mirror.upload(output / SETTINGS_FILE)
         files.write_empty()
+        if not (output / BASELINES_FILE).exists():
+            write_baselines(output, baselines(args, fixed, data_dir, resources), mirror)
         plan = experiment.plan(args, fixed, space, concurrent, list(files.epochs.values()))
         started = time.time()
         interrupted = fit(args, experiment, plan, resources, concurrent, output=output, data_dir=data_dir,
@@ -177,6 +202,15 @@ def summarize(output: Path, metric: str, varied: list[str], wall_seconds: float)
                           else f"{name}={best.get(f'config/{name}', best.get(name))}" for name in varied)
         print(f"best trial {best['trial_id']} ({best['status']}, {best['epochs']} epochs): {metric} "
               f"{best[f'final/{metric}']:.4f}; {shown}")
+    finished = trials[(trials["status"] == "finished") & trials[f"final/{metric}"].notna()]
+    if len(finished):
+        from analysis.baselines import load_baselines, verdict_line
+
+        values = finished[f"final/{metric}"]
+        best = finished.loc[values.idxmax() if metric_mode(metric) == "max" else values.idxmin()]
+        variant = reported_variant(best["config/head"])
+        print(verdict_line(best[f"final/{variant}_acc"], f"the best finished trial ({best['trial_id']}, {variant})",
+                           load_baselines(output), best["dataset"]))
     for _, row in trials[trials["status"] == "errored"].head(3).iterrows():
         print(f"errored trial {row['trial_id']}: {row['error']}")
     print(f"results: {output / TRIALS_FILE}\n         {output / EPOCHS_FILE}\n"
