@@ -154,7 +154,7 @@ make_trainable(resources, output=Path("/tmp"), train_storage="/tmp/s", data_dir=
                checkpoint_every=0, max_failures=0, driver_node="127.0.0.1", compile=False)
 fixed, space = resolve_space("digits", {}, {"dataset": "digits", "epochs": 2}, search=True)
 args = argparse.Namespace(metric="acc_max", max_epochs=2, grace_epochs=1, reduction_factor=2, search="optuna",
-                          num_samples=4, seed=0)
+                          search_seed=None, num_samples=4, seed=0)
 sweep_plan(args, fixed, space, 2, [])
 RecordResults(Path("/tmp/o"), resources, "acc_max", train_storage="/tmp/s", mirror=None)
 print("torch" in sys.modules)

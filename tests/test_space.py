@@ -81,3 +81,25 @@ def test_optuna_space_draws_zero_or_a_log_uniform_value():
         study.tell(trial, 0.0)
     assert 0.0 in drawn and any(0.005 <= w <= 0.5 for w in drawn)
     assert all(w == 0.0 or 0.005 <= w <= 0.5 for w in drawn)
+
+
+def test_every_search_starts_from_the_authors_configuration():
+    """The first trial Optuna runs is the `mixem` preset on the dataset's preset: every term on, at the
+    authors' weights, K = the class count; a value outside a range narrowed by --space is left to TPE."""
+    from ray.tune.search.optuna import OptunaSearch
+
+    from tune.space import authors_point
+
+    fixed, space = resolve_space("digits", {}, {"dataset": "digits", "epochs": 2}, search=True)
+    point = authors_point(space, fixed)
+    assert point == {"w_entropy": 2.0, "w_instance_on": True, "w_instance": 0.1, "w_pull_on": True, "w_pull": 0.1,
+                     "w_push_on": True, "w_push": 0.05, "num_components": 10, "lr": 1e-3, "temperature": 0.5}
+    searcher = OptunaSearch(space=OptunaSpace(space, fixed), metric="acc_max", mode="max",
+                            sampler=optuna.samplers.TPESampler(seed=0), points_to_evaluate=[point])
+    first = searcher.suggest("t1")
+    assert {name: first[name] for name in ("w_instance", "w_pull", "w_push", "num_components", "lr")} == {
+        "w_instance": 0.1, "w_pull": 0.1, "w_push": 0.05, "num_components": 10, "lr": 1e-3}
+    narrowed_fixed, narrowed = resolve_space("digits", read_space_args(["lr=1e-2:1e-1", "w_push=0"]),
+                                             {"dataset": "digits", "epochs": 2}, search=True)
+    point = authors_point(narrowed, narrowed_fixed)
+    assert "lr" not in point and "w_push" not in point and point["w_pull"] == 0.1

@@ -19,7 +19,7 @@ from mixem.errors import MixemError
 from mixem.presets import ABLATIONS
 from mixem.scores import metric_mode
 from tune.ray_internals import asha_bracket
-from tune.space import OptunaSpace, check_config, grid_size, grid_space
+from tune.space import OptunaSpace, authors_point, check_config, grid_size, grid_space
 
 
 @dataclass
@@ -85,10 +85,12 @@ def sweep_plan(args, fixed: dict, space: dict, concurrent: int, recorded: list[d
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # not a line per study and trial
     num_samples = args.num_samples or 16
-    sampler = (TPESampler(seed=args.seed, n_startup_trials=tpe_startup_trials(num_samples))
-               if args.search == "optuna" else RandomSampler(seed=args.seed))
+    seed = args.seed if args.search_seed is None else args.search_seed
+    sampler = (TPESampler(seed=seed, n_startup_trials=tpe_startup_trials(num_samples))
+               if args.search == "optuna" else RandomSampler(seed=seed))
+    # The first trial is the authors' configuration, so that every search is measured against it.
     searcher = OptunaSearch(space=OptunaSpace(space, fixed), metric=args.metric, mode=metric_mode(args.metric),
-                            sampler=sampler)
+                            sampler=sampler, points_to_evaluate=[authors_point(space, fixed)])
     return Plan({}, _Limiter(searcher, max_concurrent=concurrent), scheduler, num_samples, num_samples,
                 list(space))
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from mixem.config import DATASETS, FIELDS, Config
 from mixem.errors import MixemError
+from mixem.presets import ABLATIONS
 
 
 @dataclass(frozen=True)
@@ -164,6 +165,24 @@ def resolve_space(dataset: str, specs: dict, base: dict, *, search: bool) -> tup
 
 def check_config(dataset: str, overrides: dict) -> Config:
     return Config.for_dataset(dataset, overrides).validate()
+
+
+def authors_point(space: dict, fixed: dict) -> dict:
+    """The authors' configuration (preset ``mixem`` on the dataset's preset, with the fixed fields) as a
+    point of ``space`` for Optuna to try first: its values under Optuna's names (``<name>_on`` for a weight
+    that may be off). A value the space cannot draw (a range narrowed by --space) is left to the searcher."""
+    values = Config.for_dataset(fixed["dataset"], {**fixed, **ABLATIONS["mixem"]}).to_flat()
+    point = {}
+    for name, param in space.items():
+        value = values[name]
+        if isinstance(param, Choice):
+            if value in param.values:
+                point[name] = value
+        elif param.or_zero and value == 0:
+            point[f"{name}_on"] = False
+        elif param.low <= value <= param.high:
+            point.update({f"{name}_on": True} if param.or_zero else {}, **{name: value})
+    return point
 
 
 def grid_space(space: dict) -> dict:

@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--grace-epochs", type=int,
                         help="epochs every trial gets before ASHA may stop it; the sweep also evaluates every "
                         "that many epochs (default: max(1, max-epochs // 10))")
+    search.add_argument("--search-seed", type=int,
+                        help="the searcher's seed (TPE's and random search's draws), apart from the training seed "
+                        "--seed of every trial (default: --seed)")
     search.add_argument("--reduction-factor", type=float, default=3,
                         help="ASHA keeps the best 1/reduction-factor of trials at each rung (default: %(default)s)")
     return parser
