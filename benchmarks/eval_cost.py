@@ -46,7 +46,7 @@ def measure(quick: bool, device: str, dataset: str = "digits", data_dir: Path | 
         info = DATASETS[dataset]
         model = MixemModel(config.model, info.channels, info.image_size).to(device)
         model.load_state_dict(torch.load(f"{out}/checkpoint/checkpoint.pt", weights_only=False)["model"])
-    images, labels = data.select(config.data.eval_split)
+    images, labels = data.select_labelled(config.data.eval_split)
     held_out = split_validation(data.select(config.data.train_split)[0], config.data.val_fraction,
                                 config.optim.seed)[1].to(device)
 

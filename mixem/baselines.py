@@ -83,7 +83,7 @@ def dataset_baselines(dataset: str, data_dir=None, *, eval_split: str, seeds: li
     from mixem.data import load_dataset  # torch: only where the data is
 
     data = load_dataset(dataset, data_dir)
-    images, labels = (tensor.numpy() for tensor in data.select(eval_split))
+    images, labels = (tensor.numpy() for tensor in data.select_labelled(eval_split))
     digest = hashlib.sha256(images.tobytes() + labels.tobytes()).hexdigest()[:16]
     cache = cache_dir() / "baselines" / f"{dataset}-{eval_split}-{digest}.json"
     rows = pixel_baselines(images, labels, data.num_classes, seeds=seeds, n_init=n_init, max_iter=max_iter,

@@ -21,6 +21,25 @@ class DatasetInfo:
     channels: int
     image_size: int  # images are square: (channels, image_size, image_size)
     folder: str | None = None  # the sub-folder of --data-dir its files live in (torchvision's layout)
+    splits: tuple[str, ...] = ("train", "test")  # the names mixem.data loads, in its order
+    unlabelled: tuple[str, ...] = ()  # the splits among them without labels (labels -1): never evaluated on
+
+    def check_split(self, spec: str, flag: str, *, labelled: bool) -> None:
+        """Raise MixemError (one sentence naming the fix) if the "+"-joined `spec` names a split this dataset
+        lacks or, when `labelled` (an evaluation split), one without labels; `flag` is the option it came from."""
+        names = spec.split("+")
+        unknown = [split for split in names if split not in self.splits]
+        unlabelled = [split for split in names if labelled and split in self.unlabelled]
+        if not unknown and not unlabelled:
+            return
+        bad = (unknown or unlabelled)[0]
+        subject = f"{flag} {spec}" if names == [bad] else f"{flag} {spec} includes {bad}, which"
+        if unknown:
+            raise MixemError(
+                f"{subject} is not a split of {self.name}; choose from {', '.join(self.splits)} (joined with +)."
+            )
+        choices = " or ".join(split for split in self.splits if split not in self.unlabelled)
+        raise MixemError(f"{subject} has no labels; evaluate on {choices}.")
 
 
 # The datasets by name (mixem.data loads them); here, so that config and the sweep's driver need no torch.
@@ -31,7 +50,7 @@ DATASETS: dict[str, DatasetInfo] = {
         DatasetInfo("fashion-mnist", 10, 1, 28, "FashionMNIST/raw"),
         DatasetInfo("cifar10", 10, 3, 32, "cifar-10-batches-py"),
         DatasetInfo("cifar100-20", 20, 3, 32, "cifar-100-python"),
-        DatasetInfo("stl10", 10, 3, 96, "stl10_binary"),
+        DatasetInfo("stl10", 10, 3, 96, "stl10_binary", ("train", "test", "unlabeled"), unlabelled=("unlabeled",)),
     )
 }
 
@@ -184,6 +203,12 @@ class Config:
                 raise MixemError(f"--{_flag(name)} must be one of {', '.join(choices)}, not {value!r}.")
             if isinstance(value, float) and not math.isfinite(value):
                 raise MixemError(f"--{_flag(name)} must be a finite number, not {value}.")
+        info = DATASETS[flat["dataset"]]
+        info.check_split(flat["train_split"], "--train-split", labelled=False)
+        info.check_split(flat["eval_split"], "--eval-split", labelled=True)
+        if "unlabeled" in flat["train_split"].split("+") and not flat["stl10_unlabeled"]:
+            raise MixemError("--train-split includes unlabeled, which stl10 loads only with --stl10-unlabeled; add "
+                             "it, or train on train+test.")
         for name in (*LOSS_WEIGHTS, "weight_decay", "constant_lr_epochs", "eval_every", "kmeans_noise_seeds"):
             if flat[name] < 0:
                 raise MixemError(f"--{_flag(name)} must be >= 0 (0 switches it off), not {flat[name]}.")

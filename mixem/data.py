@@ -22,6 +22,12 @@ is copied to the node's disk first: `mixem.staging`):
 `digits` has no official split: `train` and `test` are both the whole set (1,797 images), and
 `select("train+test")` returns it once. Evaluating on `test` then means evaluating on the training
 pool, as the authors do in their train+test setting (no labels are used for training).
+
+Every file is checked as it is read, so that nothing is trained or scored on garbage: pixels must be
+bytes (a cast of CIFAR's float pixels in [0, 1] would give black images), images must have the
+dataset's shape and labels must be classes 0..num_classes-1; a file that breaks a rule, cannot be read
+or is a folder is refused in one sentence naming it and the fix. `select_labelled` is `select` for an
+evaluation split: it refuses splits without labels (stl10's `unlabeled`).
 """
 
 from __future__ import annotations
@@ -29,13 +35,17 @@ from __future__ import annotations
 import gzip
 import os
 import pickle
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
 
-from mixem.config import DATASETS
+from mixem.config import DATASETS, DatasetInfo
 from mixem.errors import DataNotFoundError, MixemError
 from mixem.staging import is_uri, stage_dataset
 
@@ -72,6 +82,12 @@ class ImageData:
             return parts[0]
         return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
+    def select_labelled(self, spec: str) -> Split:
+        """`select(spec)` for an evaluation split (--eval-split): refused in one sentence when `spec` names a
+        split this dataset lacks or one without labels (stl10's `unlabeled`, loaded or not)."""
+        DATASETS[self.name].check_split(spec, "--eval-split", labelled=True)
+        return self.select(spec)
+
 
 def default_data_dir() -> Path:
     return Path(os.environ.get("MIXEM_DATA_DIR", "data"))
@@ -104,24 +120,38 @@ def load_dataset(
         splits = _load_cifar100_20(root, download)
     else:
         splits = _load_stl10(root, download, include_unlabeled)
-    info = DATASETS[name]
-    expected = (info.channels, info.image_size, info.image_size)
     for split, (images, labels) in splits.items():
-        if images.shape[1:] != expected or len(images) != len(labels):
-            raise MixemError(
-                f"{name} {split} has images {tuple(images.shape)} and {len(labels)} labels, expected "
-                f"(N, {', '.join(map(str, expected))}) and N; delete its files and download them again."
-            )
-    return ImageData(name, info.num_classes, splits)
+        _check_loaded(DATASETS[name], split, images, labels)
+    return ImageData(name, DATASETS[name].num_classes, splits)
 
 
-def _locate(name: str, root: Path, files: list[str], download: bool, extra: tuple[Path, ...] = ()) -> Path:
-    """The first folder (root's torchvision sub-folder, then `extra`) holding all `files`.
+def _check_loaded(info: DatasetInfo, split: str, images: torch.Tensor, labels: torch.Tensor) -> None:
+    """The loaders' promise, whatever the files said: uint8 images (N, C, H, W) of the dataset's shape,
+    N int64 labels, classes 0..num_classes-1 (-1 in the unlabelled splits)."""
+    expected = (info.channels, info.image_size, info.image_size)
+    if (images.dtype != torch.uint8 or images.shape[1:] != expected or labels.dtype != torch.int64
+            or labels.shape != (len(images),)):
+        raise MixemError(
+            f"{info.name} {split} has {images.dtype} images {tuple(images.shape)} and {labels.dtype} labels "
+            f"{tuple(labels.shape)}, expected torch.uint8 (N, {', '.join(map(str, expected))}) and torch.int64 "
+            f"(N,); delete its files and download them again."
+        )
+    first, last = (-1, -1) if split in info.unlabelled else (0, info.num_classes - 1)
+    if len(labels) and not first <= int(labels.min()) <= int(labels.max()) <= last:
+        raise MixemError(
+            f"{info.name} {split} has labels {int(labels.min())}..{int(labels.max())}, not all within "
+            f"{first}..{last}; delete its files and download them again."
+        )
 
-    Downloads into `root` with torchvision if none does and `download` is set."""
+
+def _locate(
+    name: str, root: Path, files: list[str], download: bool, extra: tuple[Path, ...] = (), gzipped: bool = False
+) -> Path:
+    """The first folder (root's torchvision sub-folder, then `extra`) holding all `files` (or, when `gzipped`,
+    their twins FILE.gz). Downloads into `root` with torchvision if none does and `download` is set."""
     folder = root / DATASETS[name].folder
     for candidate in (folder, *extra):
-        if all(_find(candidate / f) for f in files):
+        if all(_find(candidate / f, gzipped) for f in files):
             return candidate
     if download:
         import torchvision.datasets  # slow import, needed only here
@@ -133,7 +163,7 @@ def _locate(name: str, root: Path, files: list[str], download: bool, extra: tupl
                 f"Downloading {name} into {root.resolve()} failed ({exc}); download it where there is "
                 f"internet access and copy it to {folder.resolve()}, or pass --data-dir to a copy."
             ) from exc
-        if all(_find(folder / f) for f in files):
+        if all(_find(folder / f, gzipped) for f in files):
             return folder
     also = "".join(f" (or {p})" for p in extra)
     raise DataNotFoundError(
@@ -142,12 +172,38 @@ def _locate(name: str, root: Path, files: list[str], download: bool, extra: tupl
     )
 
 
-def _find(path: Path) -> Path | None:
-    """`path`, else its gzipped twin `path.gz`, else None."""
-    for candidate in (path, path.with_name(path.name + ".gz")):
-        if candidate.is_file():
+def _find(path: Path, gzipped: bool) -> Path | None:
+    """`path`, else (when `gzipped`) its gzipped twin `path.gz`, else None; a folder in their place is refused."""
+    for candidate in (path, path.with_name(path.name + ".gz")) if gzipped else (path,):
+        try:
+            is_file, is_folder = candidate.is_file(), candidate.is_dir()
+        except OSError as exc:  # its folder cannot be looked into
+            raise _unreadable(candidate, exc) from exc
+        if is_folder:
+            raise _unreadable(candidate, IsADirectoryError(candidate))
+        if is_file:
             return candidate
     return None
+
+
+def _unreadable(path: Path, exc: OSError | EOFError | zlib.error) -> MixemError:
+    """The sentence for a file that `_find` found (or a folder in its place) but that cannot be read."""
+    if isinstance(exc, IsADirectoryError):
+        return MixemError(f"A folder stands where the file {path} belongs; move it away and put the file there.")
+    if isinstance(exc, PermissionError):
+        return MixemError(f"{path} cannot be read (permission denied); check its permissions and its folder's.")
+    return MixemError(f"Cannot read {path} ({exc}); delete it and download it again.")
+
+
+@contextmanager
+def _opened(path: Path) -> Iterator[BinaryIO]:
+    """`path` open for reading, decompressed when it ends in .gz; any failure to read it becomes one sentence."""
+    try:
+        gzipped = path.suffix == ".gz"
+        with open(path, "rb") as file, (gzip.GzipFile(fileobj=file) if gzipped else nullcontext(file)) as f:
+            yield f
+    except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError; EOFError: truncated gzip
+        raise _unreadable(path, exc) from exc
 
 
 def _load_digits() -> dict[str, Split]:
@@ -162,27 +218,35 @@ def _load_digits() -> dict[str, Split]:
 def _load_fashion_mnist(root: Path, download: bool) -> dict[str, Split]:
     stems = {"train": "train", "test": "t10k"}
     files = [f"{stem}-{kind}-ubyte" for stem in stems.values() for kind in ("images-idx3", "labels-idx1")]
-    folder = _locate("fashion-mnist", root, files, download, extra=(DEBIAN_FASHION_MNIST,))
+    # torchvision keeps the idx files both gzipped and not, Debian only gzipped.
+    folder = _locate("fashion-mnist", root, files, download, extra=(DEBIAN_FASHION_MNIST,), gzipped=True)
+    info = DATASETS["fashion-mnist"]
     splits = {}
     for split, stem in stems.items():
-        images = _read_idx(_find(folder / f"{stem}-images-idx3-ubyte"), ndim=3)  # (N, 28, 28)
-        labels = _read_idx(_find(folder / f"{stem}-labels-idx1-ubyte"), ndim=1)
-        splits[split] = (torch.from_numpy(images[:, None]), torch.from_numpy(labels.astype(np.int64)))
+        images_path = _find(folder / f"{stem}-images-idx3-ubyte", gzipped=True)
+        labels_path = _find(folder / f"{stem}-labels-idx1-ubyte", gzipped=True)
+        images = _read_idx(images_path, ndim=3)[:, None]  # (N, 1, 28, 28)
+        _check_image_shape(images, images_path, info)
+        labels = _checked_labels(_read_idx(labels_path, ndim=1), labels_path, 0, info.num_classes - 1)
+        _check_counts(images, images_path, labels, labels_path)
+        splits[split] = (torch.from_numpy(images), torch.from_numpy(labels))
     return splits
 
 
 def _load_cifar10(root: Path, download: bool) -> dict[str, Split]:
     train_files = [f"data_batch_{i}" for i in range(1, 6)]
     folder = _locate("cifar10", root, train_files + ["test_batch"], download)
+    num_classes = DATASETS["cifar10"].num_classes
     return {
-        "train": _read_cifar([folder / f for f in train_files], b"labels"),
-        "test": _read_cifar([folder / "test_batch"], b"labels"),
+        "train": _read_cifar([folder / f for f in train_files], b"labels", num_classes),
+        "test": _read_cifar([folder / "test_batch"], b"labels", num_classes),
     }
 
 
 def _load_cifar100_20(root: Path, download: bool) -> dict[str, Split]:
     folder = _locate("cifar100-20", root, ["train", "test"], download)
-    return {split: _read_cifar([folder / split], b"coarse_labels") for split in ("train", "test")}
+    num_classes = DATASETS["cifar100-20"].num_classes
+    return {split: _read_cifar([folder / split], b"coarse_labels", num_classes) for split in ("train", "test")}
 
 
 def _load_stl10(root: Path, download: bool, include_unlabeled: bool) -> dict[str, Split]:
@@ -190,10 +254,12 @@ def _load_stl10(root: Path, download: bool, include_unlabeled: bool) -> dict[str
     if include_unlabeled:
         files.append("unlabeled_X.bin")
     folder = _locate("stl10", root, files, download)
-    splits = {
-        split: (_read_stl10_images(folder / f"{split}_X.bin"), _read_stl10_labels(folder / f"{split}_y.bin"))
-        for split in ("train", "test")
-    }
+    splits = {}
+    for split in ("train", "test"):
+        images_path, labels_path = folder / f"{split}_X.bin", folder / f"{split}_y.bin"
+        images, labels = _read_stl10_images(images_path), _read_stl10_labels(labels_path)
+        _check_counts(images, images_path, labels, labels_path)
+        splits[split] = images, labels
     if include_unlabeled:
         images = _read_stl10_images(folder / "unlabeled_X.bin")
         splits["unlabeled"] = images, torch.full((len(images),), -1, dtype=torch.int64)
@@ -202,11 +268,8 @@ def _load_stl10(root: Path, download: bool, include_unlabeled: bool) -> dict[str
 
 def _read_idx(path: Path, ndim: int) -> np.ndarray:
     """An idx file (LeCun's MNIST format, optionally gzipped) of unsigned bytes with `ndim` dimensions."""
-    try:
-        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
-            raw = f.read()
-    except (OSError, EOFError) as exc:  # BadGzipFile is an OSError
-        raise MixemError(f"Cannot read {path} ({exc}); delete it and download it again.") from exc
+    with _opened(path) as f:
+        raw = f.read()
     # Header: magic number = two zero bytes, type 0x08 (unsigned byte), number of dimensions; then each
     # dimension as a big-endian int32.
     header = 4 + 4 * ndim
@@ -218,36 +281,103 @@ def _read_idx(path: Path, ndim: int) -> np.ndarray:
     return np.frombuffer(raw, np.uint8, offset=header).reshape(shape).copy()
 
 
-def _read_cifar(paths: list[Path], label_key: bytes) -> Split:
-    """The python-format CIFAR pickles in `paths`: images (N, 3, 32, 32), labels from `label_key`."""
-    images, labels = [], []
-    for path in paths:
+def _read_cifar(paths: list[Path], label_key: bytes, num_classes: int) -> Split:
+    """The python-format CIFAR pickles in `paths`: images (N, 3, 32, 32), labels 0..num_classes-1 from `label_key`."""
+    images, labels = zip(*(_read_cifar_batch(path, label_key, num_classes) for path in paths), strict=True)
+    return torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels))
+
+
+def _read_cifar_batch(path: Path, label_key: bytes, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR pickle: its b"data" rows (N, 3072) of bytes as images (N, 3, 32, 32), its `label_key` labels."""
+    with _opened(path) as f:
         try:
-            with open(path, "rb") as f:
-                batch = pickle.load(f, encoding="bytes")
-            images.append(np.asarray(batch[b"data"], np.uint8).reshape(-1, 3, 32, 32))
-            labels.append(np.asarray(batch[label_key], np.int64))
+            batch = pickle.load(f, encoding="bytes")
+            data, labels = np.asarray(batch[b"data"]), np.asarray(batch[label_key])
         except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError) as exc:
             raise MixemError(
                 f"{path} is not a python-format CIFAR batch ({exc!r}); delete it and download it again."
             ) from exc
-    return torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels))
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        raise MixemError(
+            f"{path} holds pixels of shape {data.shape} where CIFAR stores rows (N, 3072); "
+            "delete it and download it again."
+        )
+    images = _checked_pixels(data, path).reshape(-1, 3, 32, 32)
+    labels = _checked_labels(labels, path, 0, num_classes - 1)
+    _check_counts(images, path, labels, path)
+    return images, labels
+
+
+def _checked_pixels(pixels: np.ndarray, path: Path) -> np.ndarray:
+    """`pixels` as uint8, refused unless they are integers 0..255 (a cast would turn floats in [0, 1] black)."""
+    if pixels.dtype == np.uint8:
+        return pixels
+    if pixels.dtype.kind not in "iu":
+        raise MixemError(
+            f"{path} holds {pixels.dtype} pixels where the dataset stores bytes (uint8 0..255); write them as uint8 "
+            "or delete the file and download it again."
+        )
+    if pixels.size and not 0 <= pixels.min() <= pixels.max() <= 255:
+        raise MixemError(
+            f"{path} holds pixel values {pixels.min()}..{pixels.max()}, outside the bytes 0..255; "
+            "delete it and download it again."
+        )
+    return pixels.astype(np.uint8)
+
+
+def _checked_labels(labels: np.ndarray, path: Path, first: int, last: int) -> np.ndarray:
+    """`labels` as int64 (N,), refused unless they are whole numbers in first..last (the classes as stored)."""
+    if labels.ndim != 1 or (labels.size and labels.dtype.kind not in "iu"):
+        raise MixemError(
+            f"{path} holds {labels.dtype} labels of shape {labels.shape}, not a list of whole numbers; "
+            "delete it and download it again."
+        )
+    if labels.size and not first <= labels.min() <= labels.max() <= last:
+        raise MixemError(
+            f"{path} holds labels {labels.min()}..{labels.max()}, not all within the classes {first}..{last}; "
+            "delete it and download it again."
+        )
+    return labels.astype(np.int64)
+
+
+def _check_image_shape(images: np.ndarray, path: Path, info: DatasetInfo) -> None:
+    """Refuse `path`'s images (N, C, H, W) unless they have the dataset's channels and size."""
+    expected = (info.channels, info.image_size, info.image_size)
+    if images.shape[1:] != expected:
+        raise MixemError(
+            f"{path} holds images of shape {images.shape[1:]}, not {info.name}'s {expected}; "
+            "delete it and download it again."
+        )
+
+
+def _check_counts(images, images_path: Path, labels, labels_path: Path) -> None:
+    """Refuse images and labels (arrays or tensors) that do not pair up one to one."""
+    if len(images) == len(labels):
+        return
+    if images_path == labels_path:
+        raise MixemError(
+            f"{images_path} holds {len(images)} images but {len(labels)} labels; delete it and download it again."
+        )
+    raise MixemError(
+        f"{labels_path} holds {len(labels)} labels for the {len(images)} images of {images_path}; "
+        "delete both and download them again."
+    )
 
 
 def _read_stl10_images(path: Path) -> torch.Tensor:
     """STL-10 binary images, stored column-major per channel, as (N, 3, 96, 96) rows-first."""
-    size = path.stat().st_size
-    if size == 0 or size % (3 * 96 * 96):
-        raise MixemError(f"{path} is truncated or corrupt; delete it and download it again.")
-    stored = np.memmap(path, np.uint8, mode="r").reshape(-1, 3, 96, 96)  # (N, C, W, H)
-    return torch.from_numpy(np.ascontiguousarray(stored.transpose(0, 1, 3, 2)))  # one copy, into RAM
+    with _opened(path) as f:
+        size = os.fstat(f.fileno()).st_size
+        if size == 0 or size % (3 * 96 * 96):
+            raise MixemError(f"{path} is truncated or corrupt; delete it and download it again.")
+        stored = np.memmap(f, np.uint8, mode="r").reshape(-1, 3, 96, 96)  # (N, C, W, H)
+        return torch.from_numpy(np.ascontiguousarray(stored.transpose(0, 1, 3, 2)))  # one copy, into RAM
 
 
 def _read_stl10_labels(path: Path) -> torch.Tensor:
-    labels = np.fromfile(path, np.uint8).astype(np.int64) - 1  # 1..10 on disk
-    if labels.size and not 0 <= labels.min() <= labels.max() <= 9:
-        raise MixemError(f"{path} holds labels outside 1..10; delete it and download it again.")
-    return torch.from_numpy(labels)
+    with _opened(path) as f:
+        stored = np.frombuffer(f.read(), np.uint8)
+    return torch.from_numpy(_checked_labels(stored, path, 1, 10) - 1)  # 1..10 on disk
 
 
 def main(argv: list[str] | None = None) -> int:

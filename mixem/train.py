@@ -257,7 +257,7 @@ def train(
     data = load_dataset(data_cfg.dataset, data_dir, download=download, include_unlabeled=data_cfg.stl10_unlabeled)
     train_split = data_cfg.train_split + ("+unlabeled" if data_cfg.stl10_unlabeled else "")
     train_images, val_images = split_validation(data.select(train_split)[0], data_cfg.val_fraction, optim.seed)
-    eval_images, eval_labels = data.select(data_cfg.eval_split)
+    eval_images, eval_labels = data.select_labelled(data_cfg.eval_split)
     if len(eval_images) < data.num_classes:
         raise MixemError(
             f"The evaluation split {data_cfg.eval_split!r} holds {len(eval_images)} images, fewer than the "

@@ -34,7 +34,7 @@ def untrained(dataset: str, seed: int) -> dict:
     info = DATASETS[dataset]
     model = MixemModel(config.model, info.channels, info.image_size)
     data = load_dataset(dataset)
-    images, labels = data.select(config.data.eval_split)
+    images, labels = data.select_labelled(config.data.eval_split)
     return evaluate(model, images, labels, data.num_classes, n_init=config.eval.kmeans_n_init,
                     max_iter=config.eval.kmeans_max_iter, batch_size=config.eval.eval_batch_size, seed=seed,
                     noise_seeds=config.eval.kmeans_noise_seeds, device=torch.device("cpu"))

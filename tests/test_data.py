@@ -1,6 +1,7 @@
 """mixem.data: tiny files written in the real on-disk formats, read back with the right shapes and labels."""
 
 import gzip
+import os
 import pickle
 import urllib.error
 from pathlib import Path
@@ -9,7 +10,9 @@ import numpy as np
 import pytest
 import torch
 import torchvision.datasets
+from refusals import refusal
 
+import mixem.data
 from mixem.config import DATASETS
 from mixem.data import DEBIAN_FASHION_MNIST, load_dataset
 from mixem.errors import DataNotFoundError, MixemError
@@ -17,13 +20,25 @@ from mixem.errors import DataNotFoundError, MixemError
 RNG = np.random.default_rng(0)
 
 
-def write_cifar_batch(path: Path, n: int, **labels: list[int]) -> np.ndarray:
-    """A python-format CIFAR pickle (bytes keys, as the official files); returns its (n, 3072) data."""
-    data = RNG.integers(0, 256, (n, 3072), dtype=np.uint8)
+def write_cifar_batch(path: Path, n: int, data: np.ndarray | None = None, **labels: list[int]) -> np.ndarray:
+    """A python-format CIFAR pickle (bytes keys, as the official files) of `data`, else n random rows (n, 3072)
+    of bytes; returns its data."""
+    data = RNG.integers(0, 256, (n, 3072), dtype=np.uint8) if data is None else data
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as f:
         pickle.dump({b"data": data, **{k.encode(): v for k, v in labels.items()}}, f)
     return data
+
+
+def write_cifar10(root: Path, n: int = 2, test_data=None, test_labels=None) -> Path:
+    """The five training batches of n images and the test batch (whose data and labels may be given instead);
+    returns the folder."""
+    folder = root / "cifar-10-batches-py"
+    for i in range(1, 6):
+        write_cifar_batch(folder / f"data_batch_{i}", n, labels=list(range(n)))
+    test_labels = list(range(n)) if test_labels is None else test_labels
+    write_cifar_batch(folder / "test_batch", n, test_data, labels=test_labels)
+    return folder
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:
@@ -199,3 +214,213 @@ def test_unknown_dataset_and_split():
     data = load_dataset("digits")
     with pytest.raises(MixemError, match="available: train, test"):
         data.select("train+val")
+
+
+def assert_one_sentence(error: pytest.ExceptionInfo | str, path: Path) -> None:
+    """The error (or message) is one sentence (no full stop before its end, no line break) that names `path`."""
+    message = error if isinstance(error, str) else str(error.value)
+    assert str(path) in message, message
+    rest = message.replace(str(path), "PATH")
+    assert rest.endswith(".") and ". " not in rest and "\n" not in rest, message
+
+
+def test_registry_lists_the_splits_the_loaders_return(tmp_path):
+    write_stl10(tmp_path, n_unlabeled=1)
+    assert tuple(load_dataset("stl10", tmp_path, include_unlabeled=True).splits) == DATASETS["stl10"].splits
+    assert DATASETS["stl10"].unlabelled == ("unlabeled",)
+    write_cifar10(tmp_path)
+    for name in ("digits", "cifar10"):
+        assert tuple(load_dataset(name, tmp_path).splits) == DATASETS[name].splits == ("train", "test")
+
+
+@pytest.mark.parametrize("pixels", [np.float32, np.float64])
+def test_cifar_float_pixels_refused_not_cast_to_black(tmp_path, pixels):
+    data = RNG.random((2, 3072)).astype(pixels)  # values in [0, 1): a uint8 cast makes them all 0
+    folder = write_cifar10(tmp_path, test_data=data)
+    with pytest.raises(MixemError, match=f"{np.dtype(pixels)} pixels .* write them as uint8") as error:
+        load_dataset("cifar10", tmp_path)
+    assert_one_sentence(error, folder / "test_batch")
+
+
+def test_cifar_integer_pixels_must_be_bytes(tmp_path):
+    data = RNG.integers(0, 256, (2, 3072))  # int64 but within 0..255: the same images as uint8
+    folder = write_cifar10(tmp_path, test_data=data)
+    images = load_dataset("cifar10", tmp_path).splits["test"][0]
+    assert images.dtype == torch.uint8 and torch.equal(images, torch.from_numpy(data.reshape(2, 3, 32, 32)).byte())
+    data[1, 7] = 300  # would wrap around to 44
+    write_cifar10(tmp_path, test_data=data)
+    with pytest.raises(MixemError, match=r"pixel values 0\.\.300, outside the bytes 0\.\.255") as error:
+        load_dataset("cifar10", tmp_path)
+    assert_one_sentence(error, folder / "test_batch")
+
+
+def test_cifar_pixels_in_another_layout_refused(tmp_path):
+    data = RNG.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)  # channels last: reshaping would scramble it
+    folder = write_cifar10(tmp_path, test_data=data)
+    with pytest.raises(MixemError, match=r"shape \(2, 32, 32, 3\) where CIFAR stores rows \(N, 3072\)") as error:
+        load_dataset("cifar10", tmp_path)
+    assert_one_sentence(error, folder / "test_batch")
+
+
+@pytest.mark.parametrize(("labels", "match"), [
+    ([3, 10], r"labels 3\.\.10, not all within the classes 0\.\.9"),
+    ([-1, 2], r"labels -1\.\.2, not all within the classes 0\.\.9"),
+    ([0.0, 2.5], "float64 labels of shape"),  # a cast would round 2.5 down to class 2
+])
+def test_cifar10_labels_must_be_classes(tmp_path, labels, match):
+    folder = write_cifar10(tmp_path, test_labels=labels)
+    with pytest.raises(MixemError, match=match) as error:
+        load_dataset("cifar10", tmp_path)
+    assert_one_sentence(error, folder / "test_batch")
+
+
+def test_cifar100_20_refuses_labels_beyond_the_20_superclasses(tmp_path):
+    folder = tmp_path / "cifar-100-python"
+    write_cifar_batch(folder / "train", 3, fine_labels=[0, 1, 2], coarse_labels=[0, 19, 3])
+    write_cifar_batch(folder / "test", 3, fine_labels=[0, 1, 2], coarse_labels=[0, 57, 3])  # a fine label
+    with pytest.raises(MixemError, match=r"labels 0\.\.57, not all within the classes 0\.\.19") as error:
+        load_dataset("cifar100-20", tmp_path)
+    assert_one_sentence(error, folder / "test")
+
+
+def test_fashion_mnist_refuses_labels_beyond_its_classes_and_other_image_sizes(tmp_path):
+    write_fashion_mnist(tmp_path)
+    raw = tmp_path / "FashionMNIST" / "raw"
+    write_idx(raw / "t10k-labels-idx1-ubyte.gz", np.array([0, 10, 9]))
+    with pytest.raises(MixemError, match=r"labels 0\.\.10, not all within the classes 0\.\.9") as error:
+        load_dataset("fashion-mnist", tmp_path)
+    assert_one_sentence(error, raw / "t10k-labels-idx1-ubyte.gz")
+    write_fashion_mnist(tmp_path)
+    write_idx(raw / "train-images-idx3-ubyte.gz", np.zeros((5, 32, 32)))
+    with pytest.raises(MixemError, match=r"images of shape \(1, 32, 32\), not fashion-mnist's \(1, 28, 28\)") as error:
+        load_dataset("fashion-mnist", tmp_path)
+    assert_one_sentence(error, raw / "train-images-idx3-ubyte.gz")
+
+
+def test_labels_and_images_must_pair_up_naming_the_files(tmp_path):
+    write_fashion_mnist(tmp_path)
+    raw = tmp_path / "FashionMNIST" / "raw"
+    write_idx(raw / "train-labels-idx1-ubyte.gz", np.arange(4))  # 5 images
+    with pytest.raises(MixemError, match="holds 4 labels for the 5 images of .*delete both") as error:
+        load_dataset("fashion-mnist", tmp_path)
+    assert_one_sentence(error, raw / "train-images-idx3-ubyte.gz")
+    write_stl10(tmp_path)
+    np.ones(5, np.uint8).tofile(tmp_path / "stl10_binary" / "test_y.bin")  # 3 images
+    with pytest.raises(MixemError, match="holds 5 labels for the 3 images") as error:
+        load_dataset("stl10", tmp_path)
+    assert_one_sentence(error, tmp_path / "stl10_binary" / "test_y.bin")
+    folder = write_cifar10(tmp_path, test_labels=[1, 2, 3])  # 2 images
+    with pytest.raises(MixemError, match="holds 2 images but 3 labels") as error:
+        load_dataset("cifar10", tmp_path)
+    assert_one_sentence(error, folder / "test_batch")
+
+
+def test_evaluation_split_must_have_labels(tmp_path):
+    write_stl10(tmp_path, n_unlabeled=2)
+    for include_unlabeled in (True, False):  # refused whether the unlabelled images were loaded or not
+        data = load_dataset("stl10", tmp_path, include_unlabeled=include_unlabeled)
+        with pytest.raises(MixemError) as error:
+            data.select_labelled("unlabeled")
+        assert str(error.value) == "--eval-split unlabeled has no labels; evaluate on train or test."
+        with pytest.raises(MixemError) as error:
+            data.select_labelled("test+unlabeled")
+        assert str(error.value) == (
+            "--eval-split test+unlabeled includes unlabeled, which has no labels; evaluate on train or test."
+        )
+    images, labels = data.select_labelled("test")
+    assert images is data.select("test")[0] and labels.tolist() == [0, 1, 2]
+    assert torch.equal(data.select_labelled("train+test")[1], data.select("train+test")[1])
+    with pytest.raises(MixemError) as error:
+        load_dataset("digits").select_labelled("train+val")
+    assert str(error.value) == (
+        "--eval-split train+val includes val, which is not a split of digits; choose from train, test (joined with +)."
+    )
+
+
+def test_split_names_checked_without_loading():
+    for info in DATASETS.values():
+        info.check_split("train+test", "--train-split", labelled=False)
+        info.check_split("test", "--eval-split", labelled=True)
+    DATASETS["stl10"].check_split("train+unlabeled", "--train-split", labelled=False)
+    with pytest.raises(MixemError, match="^--eval-split unlabeled has no labels; evaluate on train or test.$"):
+        DATASETS["stl10"].check_split("unlabeled", "--eval-split", labelled=True)
+    with pytest.raises(MixemError, match="^--train-split val is not a split of cifar10; choose from train, test"):
+        DATASETS["cifar10"].check_split("val", "--train-split", labelled=False)
+
+
+@pytest.mark.parametrize(("name", "writer", "file"), [
+    ("cifar10", write_cifar10, "cifar-10-batches-py/data_batch_3"),
+    ("fashion-mnist", write_fashion_mnist, "FashionMNIST/raw/t10k-images-idx3-ubyte.gz"),
+    ("stl10", write_stl10, "stl10_binary/test_X.bin"),
+    ("stl10", write_stl10, "stl10_binary/train_y.bin"),
+])
+def test_folder_where_a_file_belongs(tmp_path, name, writer, file):
+    writer(tmp_path)
+    path = tmp_path / file
+    path.unlink()
+    path.mkdir()
+    with pytest.raises(MixemError, match="^A folder stands where the file .* belongs; move it away") as error:
+        load_dataset(name, tmp_path)
+    assert_one_sentence(error, path)
+
+
+@pytest.mark.parametrize(("name", "writer", "file"), [
+    ("cifar10", write_cifar10, "cifar-10-batches-py/data_batch_3"),
+    ("fashion-mnist", write_fashion_mnist, "FashionMNIST/raw/t10k-labels-idx1-ubyte.gz"),
+    ("stl10", write_stl10, "stl10_binary/test_X.bin"),
+    ("stl10", write_stl10, "stl10_binary/train_y.bin"),
+])
+def test_unreadable_file(tmp_path, monkeypatch, name, writer, file):
+    # Tests often run as root, whom chmod 000 does not stop: mixem.data's open() is made to refuse instead.
+    writer(tmp_path)
+    denied = tmp_path / file
+
+    def open_as_another_user(path, *args, **kwargs):
+        if Path(path) == denied:
+            raise PermissionError(13, "Permission denied", str(path))
+        return open(path, *args, **kwargs)
+
+    monkeypatch.setattr(mixem.data, "open", open_as_another_user, raising=False)
+    with pytest.raises(MixemError, match=r"cannot be read \(permission denied\); check its permissions") as error:
+        load_dataset(name, tmp_path)
+    assert_one_sentence(error, denied)
+
+
+def test_folder_that_cannot_be_looked_into(tmp_path, monkeypatch):
+    write_cifar10(tmp_path)
+    folder = tmp_path / "cifar-10-batches-py"
+    is_file = Path.is_file
+
+    def is_file_as_another_user(path):
+        if path.parent == folder:
+            raise PermissionError(13, "Permission denied", str(path))
+        return is_file(path)
+
+    monkeypatch.setattr(Path, "is_file", is_file_as_another_user)
+    with pytest.raises(MixemError, match="permission denied") as error:
+        load_dataset("cifar10", tmp_path)
+    assert_one_sentence(error, folder / "data_batch_1")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")
+def test_unreadable_file_for_real(tmp_path):
+    folder = write_cifar10(tmp_path)
+    (folder / "test_batch").chmod(0)
+    with pytest.raises(MixemError, match="permission denied") as error:
+        load_dataset("cifar10", tmp_path)
+    assert_one_sentence(error, folder / "test_batch")
+
+
+def test_only_fashion_mnist_files_may_be_gzipped(tmp_path):
+    folder = write_cifar10(tmp_path)
+    batch = folder / "data_batch_2"
+    (folder / "data_batch_2.gz").write_bytes(gzip.compress(batch.read_bytes()))
+    batch.unlink()  # the loader reads plain pickles: a gzipped one is not the file it needs
+    with pytest.raises(DataNotFoundError, match="data_batch_2"):
+        load_dataset("cifar10", tmp_path)
+
+
+def test_command_line_refuses_float_pixels_in_one_sentence(tmp_path, capsys):
+    folder = write_cifar10(tmp_path, test_data=RNG.random((2, 3072)))
+    message = refusal(mixem.data.main, capsys, tmp_path, "cifar10", "--data-dir", tmp_path)
+    assert_one_sentence(message.removeprefix("error: "), folder / "test_batch")
