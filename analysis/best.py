@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import shlex
 import sys
 from pathlib import Path
 
@@ -65,13 +66,16 @@ def commands(trial: pd.Series, seeds: int = 3) -> dict[str, str]:
     changed = changed_fields(trial)
     dataset, epochs = trial["config/dataset"], int(trial["config/epochs"])
     tokens = space_tokens(trial)  # none: the dataset's preset itself, which `given` runs without --space
-    flags = " ".join(f"--{name.replace('_', '-')} {_text(value)}" if not isinstance(value, bool)
-                     else f"--{'' if value else 'no-'}{name.replace('_', '-')}"
-                     for name, value in changed.items() if name != "dataset")
+    flags = []
+    for name, value in changed.items():
+        if name != "dataset":
+            flag = name.replace("_", "-")
+            flags += [f"--{'' if value else 'no-'}{flag}"] if isinstance(value, bool) else [f"--{flag}", _text(value)]
+    # Shell-quoted: a value a shell would split or expand (a space, a *, a $) reaches the command as it is.
     return {
-        "train": f"python -m mixem.train --dataset {dataset} {flags}".strip(),
-        "confirm": f"python tune/ablate.py --dataset {dataset} --presets given --seeds {seeds} --max-epochs {epochs}"
-                   + "".join(f" {token}" for token in (["--space", *tokens] if tokens else [])),
+        "train": shlex.join(["python", "-m", "mixem.train", "--dataset", dataset, *flags]),
+        "confirm": shlex.join(["python", "tune/ablate.py", "--dataset", dataset, "--presets", "given", "--seeds",
+                               str(seeds), "--max-epochs", str(epochs), *(["--space", *tokens] if tokens else [])]),
     }
 
 

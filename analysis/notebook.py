@@ -1,6 +1,6 @@
 """Execute analysis/ablation.ipynb and save it in place with its outputs, so that it reads on GitHub unrun.
 
-    python -m analysis.notebook                                    # results/fashion-mnist/{ablation,search,confirm}
+    python -m analysis.notebook          # results/fashion-mnist/{ablation,search-*,confirm-*}
     python -m analysis.notebook --sweeps sweeps/fm-ablation sweeps/fm-search
 
 The notebook reads the sweep folders in $MIXEM_SWEEPS (separated by os.pathsep, ":" on Linux), else
@@ -24,7 +24,8 @@ from mixem.files import write_atomic
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "analysis" / "ablation.ipynb"
 SWEEPS_VARIABLE = "MIXEM_SWEEPS"
-DEFAULT_SWEEPS = ("results/fashion-mnist/ablation", "results/fashion-mnist/search", "results/fashion-mnist/confirm")
+DEFAULT_SWEEPS = tuple(f"results/fashion-mnist/{name}" for name in (
+    "ablation", "search-mixem", "search-simclr", "confirm-mixem", "confirm-simclr"))
 CELL_SECONDS = 600
 
 

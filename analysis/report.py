@@ -16,6 +16,7 @@ were. The report holds no timestamp or machine path: the same sweep output gives
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import textwrap
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from analysis import plots, rungs, selection, tables
+from analysis.baselines import baseline_table, load_baselines
 from analysis.best import best_trial, commands
 from analysis.runs import load_epochs, load_runs, resolve_metric
 from mixem.errors import MixemError
@@ -36,7 +38,8 @@ from mixem.scores import FIXED_VARIANT, ORACLE_METRIC, metric_mode
 MARKDOWN_FILE = "report.md"
 LATEX_FILE = "report.tex"
 # Figures of the ablations, always under these names; a search's is SEARCH_FIGURE of its sweep and dataset.
-FIGURE_FILES = ("spread.png", "kmeans_spread.png", "components.png", "learning_curves.png")
+FIGURE_FILES = ("questions.png", "spread.png", "kmeans_spread.png", "components.png", "claims.png",
+                "learning_curves.png")
 SEARCH_FIGURE = "search_{sweep}_{dataset}.png"
 TOP_TRIALS = 10
 CONFIRM_SEEDS = 3
@@ -65,9 +68,10 @@ class Plot:
 
 
 # The kinds of section, in the report's order, and their titles (a search's title names the search).
-TITLES = {"main": "Main results", "loss": "Loss ablation", "kmeans": "K-means ablation",
-          "components": "Component count", "claims": "The paper's claims", "search": "Searches", "cost": "Cost",
-          "curves": "Learning curves"}
+TITLES = {"baselines": "No-learning baselines", "main": "Main results",
+          "questions": "Does training help, and does MIX'EM beat SimCLR?", "loss": "Loss ablation",
+          "kmeans": "K-means ablation", "components": "Component count", "mixture": "Do the components become classes?",
+          "claims": "The paper's claims", "search": "Searches", "cost": "Cost", "curves": "Learning curves"}
 
 
 @dataclass
@@ -78,9 +82,10 @@ class Section:
     level: int = 2  # 2: a section; 3: a part of the section above it
 
 
-def build_sections(trials: pd.DataFrame, epochs: pd.DataFrame, metric: str, stage: str) -> list[Section]:
-    """Every section of the report whose runs exist, in order: the ablations, each search, the cost
-    and the learning curves."""
+def build_sections(trials: pd.DataFrame, epochs: pd.DataFrame, baselines: pd.DataFrame, metric: str,
+                   stage: str) -> list[Section]:
+    """Every section of the report whose runs exist, in order: the baselines, the ablations and the
+    questions they answer, each search, the cost and the learning curves."""
     sections = []
 
     def add(key: str, about: str, table: pd.DataFrame, *figures: tuple[str, Figure | None]) -> None:
@@ -88,60 +93,97 @@ def build_sections(trials: pd.DataFrame, epochs: pd.DataFrame, metric: str, stag
             plotted = [Plot(name, figure) for name, figure in figures if figure is not None]
             sections.append(Section(key, TITLES[key], [Text(about), Table(table), *plotted]))
 
-    main = tables.main_table(trials, stage)
-    given = (" Best searched configuration: the runs of preset `given`, a searched configuration confirmed over "
-             "seeds." if (trials["preset"] == "given").any() else "")
-    add("main",
-        "Full MIX'EM (preset `mixem`) and the SimCLR baseline (preset `simclr`), each with its fixed clustering and "
-        f"one other, beside the test-label oracle `{ORACLE_METRIC}` (per trial the best ACC of all variants, picked "
-        "with the labels: not a score of one method) and the paper's ACC where the dataset matches (MIX'EM's beside "
-        "its own pipeline, SimCLR's beside K-means on its L2-normalised representation h)." + given, main)
+    add("baselines", BASELINES_ABOUT, baseline_table(baselines))
+    add("main", MAIN_ABOUT + (GIVEN_ABOUT if (trials["preset"] == "given").any() else ""),
+        tables.main_table(trials, stage, baselines))
+    questions = tables.questions_table(trials, baselines, stage)
+    add("questions", QUESTIONS_ABOUT, questions[tables.COMPARISON_COLUMNS],
+        ("questions.png", plots.differences_figure(questions)))
     loss = tables.loss_table(trials, stage)
-    spread = ("spread.png", plots.spread_figure(trials, stage))
-    add("loss",
-        "One loss term added per row (presets of `mixem.presets.LOSS_ABLATION`), term (ii) in the authors' code form "
-        "(1 - max pi); the last row is full MIX'EM with term (ii) as the paper's entropy. Each row is its fixed "
-        "clustering; the SimCLR head has no mixture components, so its row is `kmeans_z_l2`.",
-        loss, spread)
-    add("kmeans",
-        "Every clustering of every representation for the runs of `mixem` and `simclr`, none selected: k-means++ vs "
-        "K-means initialised with the mixture components' means, raw vs L2-normalised, and argmax pi.",
-        tables.kmeans_table(trials, stage), ("kmeans_spread.png", plots.kmeans_spread_figure(trials, stage)))
-    add("components",
-        f"Full MIX'EM with K mixture components (presets of `mixem.presets.COMPONENT_ABLATION`), `{FIXED_VARIANT}`.",
-        tables.component_table(trials, stage), ("components.png", plots.components_figure(trials, stage)),
-        *([spread] if loss.empty else []))
-    add("claims",
-        "Each row compares A against B on these runs: (1) component-mean init beats k-means++ in mean and spread, "
-        "(2) L2-normalised beats raw for SimCLR, (3) each loss term adds ACC, each row its fixed clustering "
-        "(`kmeans_z_l2` for the SimCLR head). Verdicts compare means (and, for (1), stds) without a significance "
-        "test: read n and the stds.",
-        tables.claims_table(trials, stage))
+    spread = ("spread.png", plots.spread_figure(trials, stage, baselines))
+    add("loss", LOSS_ABOUT, loss, spread)
+    add("kmeans", KMEANS_ABOUT, tables.kmeans_table(trials, stage),
+        ("kmeans_spread.png", plots.kmeans_spread_figure(trials, stage)))
+    add("components", COMPONENTS_ABOUT, tables.component_table(trials, stage),
+        ("components.png", plots.components_figure(trials, stage, baselines)), *([spread] if loss.empty else []))
+    add("mixture", MIXTURE_ABOUT, tables.diagnostics_table(trials, stage))
+    claims = tables.claims_table(trials, baselines, stage)
+    add("claims", CLAIMS_ABOUT, claims[tables.COMPARISON_COLUMNS], ("claims.png", plots.differences_figure(claims)))
     for sweep, dataset in tables.searches(trials):
-        sections += search_sections(*tables.search_runs(trials, epochs, sweep, dataset), sweep, dataset, metric, stage)
+        sections += search_sections(*tables.search_runs(trials, epochs, sweep, dataset), baselines, sweep, dataset,
+                                    metric, stage)
     add("cost", "Compute behind every row, trials of every status included.", tables.cost_table(trials))
     curves = plots.learning_curves_figure(trials, epochs)
     if curves is not None:
-        sections.append(Section("curves", TITLES["curves"], [
-            Text(f"Total loss and ACC of the fixed clustering (`{FIXED_VARIANT}`; `kmeans_z_l2` for the SimCLR head) "
-                 "at each evaluated epoch, for every trial."),
-            Plot("learning_curves.png", curves)]))
+        sections.append(Section("curves", TITLES["curves"], [Text(CURVES_ABOUT), Plot("learning_curves.png", curves)]))
     return sections
 
 
-def search_sections(runs: pd.DataFrame, epochs: pd.DataFrame, sweep: str, dataset: str, metric: str,
-                    stage: str) -> list[Section]:
-    """The sections of one search: its top trials, the sensitivity at the common point and the
-    rungs, the best configuration as commands, and the label-free model selection."""
+BASELINES_ABOUT = (
+    "What clustering the pixels gives without any learning, with the trials' own K-means settings (k-means++, the "
+    "final evaluation's restarts, the same iterations) on the same evaluation images, over seeds: mean [95% "
+    "interval] (n seeds). A trained model helps only where it beats these (`python -m mixem.baselines DATASET`).")
+MAIN_ABOUT = (
+    "Full MIX'EM (preset `mixem`) and the SimCLR baseline (preset `simclr`), each with its reported clustering and "
+    f"one other, beside the test-label oracle `{ORACLE_METRIC}` (per trial the best ACC of all variants, picked "
+    "with the labels: not a score of one method), the paper's ACC where the dataset matches (MIX'EM's beside its "
+    "own pipeline, SimCLR's beside K-means on its L2-normalised representation h), and the no-learning baselines.")
+GIVEN_ABOUT = (" Best searched configuration: the runs of preset `given`, a searched configuration confirmed over "
+               "seeds.")
+QUESTIONS_ABOUT = (
+    "Does training help (each method against the strongest no-learning baseline), and does MIX'EM beat SimCLR? "
+    "Each row pairs A and B by seed (same data split, initialisation and K-means seeds) and gives the mean "
+    "difference with its 95% interval (Student's t over the pairs): the verdict is \"holds\" when the interval is "
+    "above 0, \"does not hold\" when below, and \"inconclusive\" when it crosses 0 or has fewer than two pairs. "
+    "K-means noise is the within-model noise of each side's reported clustering: the std of its ACC over K-means "
+    "seeds on the same trained model, to read beside the difference.")
+LOSS_ABOUT = (
+    "One loss term added per row (presets of `mixem.presets.LOSS_ABLATION`), term (ii) in the authors' code form "
+    "(1 - max pi); the last row is full MIX'EM with term (ii) as the paper's entropy. Each row is its reported "
+    "clustering; the SimCLR head has no mixture components, so its row is `kmeans_z_l2`.")
+KMEANS_ABOUT = (
+    "Every clustering of every representation for the runs of `mixem` and `simclr`, none selected: k-means++ vs "
+    "K-means initialised with the mixture components' means, raw vs L2-normalised, and argmax pi. Two rows that are "
+    "the same number in every run (dom is L2-normalised already, so dom raw and dom l2 cluster alike) are one row.")
+COMPONENTS_ABOUT = (
+    f"Full MIX'EM with K mixture components (presets of `mixem.presets.COMPONENT_ABLATION`, and `mixem` at its K), "
+    f"`{FIXED_VARIANT}`.")
+MIXTURE_ABOUT = (
+    "How far the mixture's components have become classes, at the last evaluation: the mean of max pi (1/K when pi "
+    "is uniform, 1 when every image commits to one component) and the components argmax pi gives at least 1% of the "
+    "images (both label-free), the purity of argmax pi's groups and argmax pi's ACC (with the labels); mean ± std "
+    "over the finished runs of each preset (or search).")
+CLAIMS_ABOUT = (
+    "The paper's claims as hypotheses, each A against B paired by seed with its 95% interval and verdict, as in "
+    "the questions above: (0) semantic categories emerge through pi: argmax pi of full MIX'EM beats argmax pi "
+    "without the extra terms, and the no-learning baseline; (1) K-means initialised with the mixture components "
+    "beats k-means++; (2) L2-normalised beats raw for SimCLR; (3) each loss term adds ACC, each row its reported "
+    "clustering (`kmeans_z_l2` for the SimCLR head).")
+CURVES_ABOUT = (
+    f"The contrastive loss (NT-Xent, the one term every preset shares) and the ACC of the reported clustering "
+    f"(`{FIXED_VARIANT}`; `kmeans_z_l2` for the SimCLR head) at each evaluated epoch, for every trial.")
+
+
+def search_sections(runs: pd.DataFrame, epochs: pd.DataFrame, baselines: pd.DataFrame, sweep: str, dataset: str,
+                    metric: str, stage: str) -> list[Section]:
+    """The sections of one search: its top trials (with the best one against the no-learning baseline and
+    the terms it never tried), the sensitivity at the common point and the rungs, the best configuration
+    as commands, and the label-free model selection."""
     better = "higher" if metric_mode(metric) == "max" else "lower"
-    about = Text(
+    about = [Text(
         f"{len(runs)} trials ({tables.status_counts(runs)}), ranked by {_named(metric)} ({better} is better). "
         "Early-stopped trials ran fewer epochs, so their last values are not comparable with the finished "
         "trials'; the sensitivity, the importance, the plot and the selection at the common point compare "
-        "trials at an epoch they all reached (docs/analysis.md, \"The common point\").")
-    return [Section("search", f"Search `{sweep}` on {dataset}", [about]),
+        "trials at an epoch they all reached (docs/analysis.md, \"The common point\").")]
+    verdict = tables.best_search_verdict(runs, baselines, dataset, metric)
+    if verdict:
+        about.append(Text(verdict))
+    never = tables.never_tried(runs)
+    about.append(Text(f"Terms this search never switched on: {_and(never)} (their weight was 0 in every trial), so "
+                      "it says nothing about them." if never else "Every loss term was on in at least one trial."))
+    return [Section("search", f"Search `{sweep}` on {dataset}", about),
             Section("search", "Top trials", _top_trials(runs, metric, stage), level=3),
-            Section("search", "Sensitivity", _sensitivity(runs, epochs, sweep, dataset, metric), level=3),
+            Section("search", "Sensitivity", _sensitivity(runs, epochs, baselines, sweep, dataset, metric), level=3),
             Section("search", "Best configuration", _best_configuration(runs, dataset, metric), level=3),
             Section("search", "Label-free model selection", _selection(runs, epochs, metric), level=3)]
 
@@ -154,7 +196,11 @@ def _top_trials(runs: pd.DataFrame, metric: str, stage: str) -> list:
                  "with every searched value and ACC, NMI and ARI of the fixed clustering."), Table(top)]
 
 
-def _sensitivity(runs: pd.DataFrame, epochs: pd.DataFrame, sweep: str, dataset: str, metric: str) -> list:
+def _sensitivity(runs: pd.DataFrame, epochs: pd.DataFrame, baselines: pd.DataFrame, sweep: str, dataset: str,
+                 metric: str) -> list:
+    if len(runs) < tables.MIN_SEARCH_TRIALS:
+        return [Text(f"Left out: a rank correlation over {len(runs)} trials says nothing; it needs at least "
+                     f"{tables.MIN_SEARCH_TRIALS}.")]
     sensitivity = tables.sensitivity_table(runs, epochs, metric)
     if sensitivity.empty:
         return [Text("No config field varies among these trials: nothing to compare.")]
@@ -182,7 +228,7 @@ def _sensitivity(runs: pd.DataFrame, epochs: pd.DataFrame, sweep: str, dataset: 
         parts += [Text(f"Importance of each searched value for `{metric}` at epoch {common} ({reached} trials), by "
                        "Optuna's fANOVA and mean-decrease-impurity evaluators (seeded; each sums to 1 over the "
                        "parameters):"), Table(importance)]
-    figure = plots.search_figure(runs, epochs, metric)
+    figure = plots.search_figure(runs, epochs, metric, baselines)
     if figure is not None:
         parts.append(Plot(SEARCH_FIGURE.format(sweep=_slug(sweep), dataset=_slug(dataset)), figure))
     return parts
@@ -201,10 +247,15 @@ def _best_configuration(runs: pd.DataFrame, dataset: str, metric: str) -> list:
 
 
 def _selection(runs: pd.DataFrame, epochs: pd.DataFrame, metric: str) -> list:
+    if len(runs) < tables.MIN_SEARCH_TRIALS:
+        return [Text(f"Left out: ranking {len(runs)} trials by a label-free score says nothing; it needs at least "
+                     f"{tables.MIN_SEARCH_TRIALS} trials.")]
     parts = [Text("How well each label-free score would have picked among these trials, judged by ACC of the fixed "
                   "clustering: Spearman and Kendall of the score, oriented by its direction (`better`), with ACC "
                   "(1: the same ranking, -1: the reverse), the trial with the best score (`picks`), and the regret of "
-                  "picking it: ACC of the best trial by ACC minus its ACC. Sorted by regret, then Spearman.")]
+                  "picking it: ACC of the best trial by ACC minus its ACC. Sorted by regret, then Spearman. The "
+                  "silhouettes of the 13 clusterings share one row of their medians (`python -m analysis.selection` "
+                  "lists each).")]
     common = rungs.common_epoch(runs, epochs, metric)
     for point, (frame, stage) in selection.search_points(runs, epochs, metric).items():
         where = (f"At the final evaluation of the {len(frame)} finished trials" if point == "final" else
@@ -214,18 +265,21 @@ def _selection(runs: pd.DataFrame, epochs: pd.DataFrame, metric: str) -> list:
             parts.append(Text(f"{where}: no trial has an ACC."))
         else:
             parts += [Text(f"{where}; the best by ACC is `{best[0]}` ({best[1]:.3f}):"),
-                      Table(selection.selection_table(frame, stage))]
+                      Table(selection.summarized(selection.selection_table(frame, stage)))]
     return parts
 
 
-def not_shown(trials: pd.DataFrame, metric: str) -> str | None:
+def not_shown(trials: pd.DataFrame, baselines: pd.DataFrame, metric: str) -> str | None:
     """The line at the top of the report: which tables are left out, or rows left empty, for want of
     runs, and the command that runs them; None when nothing is missing."""
     items = []
     for dataset in sorted(trials["dataset"].unique()):
         runs = trials[trials["dataset"] == dataset]
         ran = set(runs["preset"])
-        ablate = f"python tune/ablate.py --dataset {dataset} --presets "
+        if baselines[baselines["dataset"] == dataset].empty:
+            items.append(f"the no-learning baselines of {dataset} (its sweeps recorded none: "
+                         f"`python -m mixem.baselines {dataset}` prints them)")
+        ablate = f"python tune/ablate.py --dataset {shlex.quote(dataset)} --presets "
         main = "the MIX'EM and SimCLR rows of the main results" if "given" in ran else "the main results"
         # A component-count preset is covered by mixem runs with its K (the same configuration).
         counts = set(runs.loc[runs["preset"].isin([*COMPONENT_ABLATION, "mixem"]), "config/num_components"])
@@ -241,7 +295,7 @@ def not_shown(trials: pd.DataFrame, metric: str) -> str | None:
         searches = runs[runs["preset"] == ""]
         if searches.empty:
             items.append(f"the searches, their label-free model selection and the best searched configuration "
-                         f"(run `python tune/sweep.py --dataset {dataset}`, then the confirm command of "
+                         f"(run `python tune/sweep.py --dataset {shlex.quote(dataset)}`, then the confirm command of "
                          f"`python -m analysis.best OUTPUT`)")
         elif "given" not in ran:
             try:
@@ -363,15 +417,16 @@ def write_report(paths: list[str | Path], out: str | Path | None = None, stage: 
     """Build the report of the sweep folders ``paths`` into ``out`` (the first folder by default),
     searches ranked by ``metric`` (by default the first folder's --metric), and return the path of
     its Markdown file."""
-    trials, epochs = load_runs(*paths), load_epochs(*paths)
+    trials, epochs, baselines = load_runs(*paths), load_epochs(*paths), load_baselines(*paths)
     metric = resolve_metric(paths, metric)
     first = Path(paths[0])
     out = Path(out) if out is not None else (first if first.is_dir() else first.parent)
     if out.exists() and not out.is_dir():
         raise MixemError(f"--out {out} is a file; pass a folder to write the report into.")
-    sections = build_sections(trials, epochs, metric, stage)
-    missing = not_shown(trials, metric)
-    header = [describe_runs(trials, metric, stage), *([missing] if missing else [])]
+    sections = build_sections(trials, epochs, baselines, metric, stage)
+    missing = not_shown(trials, baselines, metric)
+    header = [describe_runs(trials, metric, stage), *tables.baseline_verdicts(trials, baselines, metric, stage),
+              *([missing] if missing else [])]
     plotted = {part.name: part.figure for section in sections for part in section.parts if isinstance(part, Plot)}
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,8 @@ TRIAL_COLUMNS = (["trial_id", "preset", "dataset", "status", "error", *CONFIG_CO
                  + [f"{stage}/{key}" for stage in ("final", "best") for key in SCORE_KEYS]
                  + ["epochs", "wall_seconds", "gpu_seconds", "cpu_seconds"])
 # Columns the analysis reads; others (trial_seconds, train_images, ...) are kept as they come.
-EPOCH_COLUMNS = ["trial_id", "preset", "epoch", "loss_total", "epoch_seconds", "eval_seconds", *SCORE_KEYS]
+EPOCH_COLUMNS = ["trial_id", "preset", "epoch", "loss_total", "loss_contrastive", "epoch_seconds", "eval_seconds",
+                 *SCORE_KEYS]
 # Of the columns read, these hold text and every other one but config/<field> (of its field's type) numbers.
 TEXT_COLUMNS = ("trial_id", "preset", "dataset", "status", "error")
 _FIX = "pass the --output folder of a tune/sweep.py or tune/ablate.py run"

@@ -34,15 +34,17 @@ from scipy.stats import kendalltau, spearmanr
 from analysis import rungs, tables
 from analysis.runs import load_epochs, load_runs, resolve_metric
 from mixem.errors import MixemError
-from mixem.scores import SCORE_KEYS, is_label_free, metric_mode
+from mixem.scores import DIAGNOSTIC_KEYS, SCORE_KEYS, is_label_free, metric_mode
 
 COLUMNS = ["criterion", "better", "trials", "Spearman", "Kendall", "picks", "its ACC", "regret"]
 
 
 def criteria(runs: pd.DataFrame, stage: str) -> list[str]:
     """The label-free scores with a value for at least one of ``runs``: the validation losses, then
-    each variant's silhouette, in ``SCORE_KEYS`` order."""
-    return [key for key in SCORE_KEYS if is_label_free(key) and runs[f"{stage}/{key}"].notna().any()]
+    each variant's silhouette, in ``SCORE_KEYS`` order (not the mixture's diagnostics, which have no
+    better direction)."""
+    return [key for key in SCORE_KEYS if is_label_free(key) and key not in DIAGNOSTIC_KEYS
+            and runs[f"{stage}/{key}"].notna().any()]
 
 
 def selection_table(runs: pd.DataFrame, stage: str) -> pd.DataFrame:
@@ -70,6 +72,21 @@ def selection_table(runs: pd.DataFrame, stage: str) -> pd.DataFrame:
     order = table.assign(by_rho=-table["Spearman"]).sort_values(["regret", "by_rho"], kind="stable",
                                                                 na_position="last").index
     return table.loc[order].reset_index(drop=True)
+
+
+def summarized(table: pd.DataFrame) -> pd.DataFrame:
+    """A ``selection_table`` a reader takes in: each validation loss on its own row, and the silhouettes of
+    every clustering variant as one row of their medians ("<n> silhouettes, median"), placed by its regret."""
+    silhouettes = table["criterion"].str.endswith("_silhouette")
+    if silhouettes.sum() < 2:
+        return table
+    group = table[silhouettes]
+    row = {"criterion": f"{len(group)} silhouettes, median", "better": "higher",
+           "trials": int(group["trials"].median()), "Spearman": group["Spearman"].median(),
+           "Kendall": group["Kendall"].median(), "picks": "", "its ACC": group["its ACC"].median(),
+           "regret": group["regret"].median()}
+    merged = pd.concat([table[~silhouettes], pd.DataFrame([row])], ignore_index=True)
+    return merged.sort_values("regret", kind="stable", na_position="last").reset_index(drop=True)
 
 
 def best_by_acc(runs: pd.DataFrame, stage: str) -> tuple[str, float] | None:

@@ -26,18 +26,24 @@ import optuna
 import pandas as pd
 from scipy.stats import spearmanr
 
-from analysis import rungs
-from mixem.config import FIELDS
+from analysis import baselines as baselines_mod
+from analysis import rungs, stats
+from mixem.config import FIELDS, LOSS_WEIGHTS
 from mixem.presets import ABLATIONS, COMPONENT_ABLATION, LOSS_ABLATION
-from mixem.scores import FIXED_VARIANT, NORMS, ORACLE_METRIC, REPRESENTATIONS, metric_mode
+from mixem.scores import (
+    FIXED_VARIANT,
+    NORMS,
+    ORACLE_METRIC,
+    REPRESENTATIONS,
+    SIMCLR_VARIANT,
+    metric_mode,
+    reported_variant,
+)
 
 STAGES = ("final", "best")
 EMPTY = "—"
 NO_RUN = "no finished run"
 METRIC_COLUMNS = {"ACC": "acc", "NMI": "nmi", "ARI": "ari"}
-# The SimCLR head has no pi, hence no component-mean init: its runs report the same clustering
-# without it, k-means++ on the L2-normalised z.
-SIMCLR_VARIANT = "kmeans_z_l2"
 
 # What each row of the loss ablation adds to the one above it (mixem.presets holds the overrides).
 LOSS_ROWS = {
@@ -73,6 +79,8 @@ IMPORTANCE_EVALUATORS = {
 }
 # Importances from fewer trials than this are noise; the report says so instead.
 MIN_IMPORTANCE_TRIALS = 8
+# A search's sensitivity and label-free selection need at least this many trials; the report says so instead.
+MIN_SEARCH_TRIALS = 6
 # Config fields that are not hyperparameters of a search.
 NOT_SEARCHED = ("dataset",)
 
@@ -89,11 +97,6 @@ def cell(values) -> str:
 
 def finished(trials: pd.DataFrame) -> pd.DataFrame:
     return trials[trials["status"] == "finished"]
-
-
-def reported_variant(head: str) -> str:
-    """The clustering reported for a run of ``head``: the fixed variant, or ``kmeans_z_l2`` for SimCLR."""
-    return SIMCLR_VARIANT if head == "simclr" else FIXED_VARIANT
 
 
 def variant_label(head: str) -> str:
@@ -135,7 +138,21 @@ def _datasets_with(trials: pd.DataFrame, presets) -> list[str]:
     return sorted(trials.loc[trials["preset"].isin(presets), "dataset"].unique())
 
 
-def main_table(trials: pd.DataFrame, stage: str) -> pd.DataFrame:
+def method_groups(trials: pd.DataFrame, done: pd.DataFrame, dataset: str) -> list[tuple[str, str, pd.DataFrame]]:
+    """(preset, label, finished runs) of each method of the main results on ``dataset``: MIX'EM and SimCLR,
+    then the runs of preset "given" of each sweep folder, as "best searched configuration"."""
+    of_dataset = trials[trials["dataset"] == dataset]
+    groups = [(preset, method, done[(done["dataset"] == dataset) & (done["preset"] == preset)])
+              for preset, method in MAIN_METHODS.items() if preset != "given"]
+    given_sweeps = sorted(of_dataset.loc[of_dataset["preset"] == "given", "sweep"].unique())
+    for sweep in given_sweeps:
+        label = MAIN_METHODS["given"] + (f" ({sweep})" if len(given_sweeps) > 1 else "")
+        runs = done[(done["dataset"] == dataset) & (done["preset"] == "given") & (done["sweep"] == sweep)]
+        groups.append(("given", label, runs))
+    return groups
+
+
+def main_table(trials: pd.DataFrame, stage: str, baselines: pd.DataFrame) -> pd.DataFrame:
     """Per dataset, full MIX'EM (preset "mixem") and the SimCLR baseline ("simclr"), each with its
     fixed clustering and one more (``MAIN_CLUSTERINGS``), beside the test-label oracle and the
     paper's ACC where the dataset matches; then the runs of preset "given" (a searched configuration
@@ -144,14 +161,7 @@ def main_table(trials: pd.DataFrame, stage: str) -> pd.DataFrame:
     done = finished(trials)
     rows = []
     for dataset in _datasets_with(trials, list(MAIN_METHODS)):
-        of_dataset = trials[trials["dataset"] == dataset]
-        groups = [(preset, method, done[(done["dataset"] == dataset) & (done["preset"] == preset)])
-                  for preset, method in MAIN_METHODS.items() if preset != "given"]
-        given_sweeps = sorted(of_dataset.loc[of_dataset["preset"] == "given", "sweep"].unique())
-        for sweep in given_sweeps:
-            label = MAIN_METHODS["given"] + (f" ({sweep})" if len(given_sweeps) > 1 else "")
-            runs = done[(done["dataset"] == dataset) & (done["preset"] == "given") & (done["sweep"] == sweep)]
-            groups.append(("given", label, runs))
+        groups = method_groups(trials, done, dataset)
         for preset, method, runs in groups:
             for variant, clustering in MAIN_CLUSTERINGS[head_of(runs, preset)].items():
                 published = PUBLISHED_ACC.get((preset, dataset))
@@ -160,8 +170,19 @@ def main_table(trials: pd.DataFrame, stage: str) -> pd.DataFrame:
                              **metric_cells(runs, variant, stage),
                              ORACLE_COLUMN: cell(runs[f"{stage}/{ORACLE_METRIC}"]) if not runs.empty else EMPTY,
                              "paper ACC": f"{published:.2f}" if shown else ""})
+        rows += baseline_rows(baselines, dataset)
     return pd.DataFrame(rows, columns=["dataset", "method", "clustering", *METRIC_COLUMNS, ORACLE_COLUMN,
                                        "paper ACC"])
+
+
+def baseline_rows(baselines: pd.DataFrame, dataset: str) -> list[dict]:
+    """The main table's rows of ``dataset``'s no-learning baselines: each mean ± std over its seeds."""
+    rows = []
+    for name, runs in baselines[baselines["dataset"] == dataset].groupby("baseline", sort=True):
+        rows.append({"dataset": dataset, "method": "no learning", "clustering": baselines_mod.BASELINES.get(name, name),
+                     **{column: cell(runs[metric]) for column, metric in METRIC_COLUMNS.items()},
+                     ORACLE_COLUMN: EMPTY, "paper ACC": ""})
+    return rows
 
 
 def loss_table(trials: pd.DataFrame, stage: str) -> pd.DataFrame:
@@ -186,20 +207,32 @@ def kmeans_table(trials: pd.DataFrame, stage: str, presets=("mixem", "simclr")) 
     run does not have (the SimCLR head has no pi, hence no component init) are left out."""
     _check_stage(stage)
     done = finished(trials)
-    order = [(rep, norm, method) for rep in REPRESENTATIONS for norm in NORMS for method in ("kmeans", "compinit")]
     rows = []
     for dataset in sorted(done["dataset"].unique()):
         for preset in presets:
             runs = done[(done["dataset"] == dataset) & (done["preset"] == preset)]
             if runs.empty:
                 continue
-            for rep, norm, method in [*order, ("pi", EMPTY, "argmax")]:
-                variant = "argmax_pi" if method == "argmax" else f"{method}_{rep}_{norm}"
-                cells = metric_cells(runs, variant, stage)
-                if cells["ACC"] != EMPTY:
-                    rows.append({"dataset": dataset, "preset": preset, "representation": rep, "norm": norm,
-                                 "clustering": CLUSTERINGS[method], **cells})
+            for rep in REPRESENTATIONS:
+                norms = [("raw = l2", "raw")] if _norms_alike(runs, rep, stage) else [(norm, norm) for norm in NORMS]
+                for shown, norm in norms:
+                    for method in ("kmeans", "compinit"):
+                        cells = metric_cells(runs, f"{method}_{rep}_{norm}", stage)
+                        if cells["ACC"] != EMPTY:
+                            rows.append({"dataset": dataset, "preset": preset, "representation": rep, "norm": shown,
+                                         "clustering": CLUSTERINGS[method], **cells})
+            cells = metric_cells(runs, "argmax_pi", stage)
+            if cells["ACC"] != EMPTY:
+                rows.append({"dataset": dataset, "preset": preset, "representation": "pi", "norm": EMPTY,
+                             "clustering": CLUSTERINGS["argmax"], **cells})
     return pd.DataFrame(rows, columns=["dataset", "preset", "representation", "norm", "clustering", *METRIC_COLUMNS])
+
+
+def _norms_alike(runs: pd.DataFrame, rep: str, stage: str) -> bool:
+    """Whether every clustering of ``rep`` scores the same raw and L2-normalised in every run (dom is
+    normalised already): the K-means table and the claims then show one row for both."""
+    return all(runs[f"{stage}/{method}_{rep}_raw_{metric}"].equals(runs[f"{stage}/{method}_{rep}_l2_{metric}"])
+               for method in ("kmeans", "compinit") for metric in METRIC_COLUMNS.values())
 
 
 def component_runs(done: pd.DataFrame, dataset: str) -> pd.DataFrame:
@@ -260,59 +293,193 @@ def status_counts(runs: pd.DataFrame) -> str:
     return ", ".join(f"{counts[status]} {status}" for status in sorted(counts.index))
 
 
-def claims_table(trials: pd.DataFrame, stage: str) -> pd.DataFrame:
-    """The paper's three claims, checked on these runs; each row compares A against B:
+def by_seed(values: pd.Series, runs: pd.DataFrame) -> pd.Series:
+    """``values`` (one per run of ``runs``) indexed by the runs' seed; runs of one seed (the same preset in
+    two sweep folders) are averaged."""
+    return values.groupby(runs["config/seed"].to_numpy()).mean().dropna()
 
-    1. K-means initialised with the mixture components beats k-means++, in mean and in spread
-       over seeds (runs of "mixem", each representation and norm): "yes" needs a higher mean and
-       a smaller std; "mean only" / "spread only" say which half holds.
-    2. K-means on L2-normalised SimCLR representations beats raw ones (runs of "simclr").
-    3. Each loss term adds accuracy: consecutive rows of the loss ablation, each its reported
-       clustering (the fixed variant; ``kmeans_z_l2`` for the SimCLR head).
+
+def reported_by_seed(runs: pd.DataFrame, stage: str, metric: str = "acc") -> pd.Series:
+    """``metric`` of each run's reported clustering (``reported_variant`` of its head), by seed."""
+    return by_seed(fixed_scores(runs, stage, metric), runs)
+
+
+def seed_noise(runs: pd.DataFrame, stage: str) -> float:
+    """The mean over ``runs`` of the within-model noise of their reported clustering: the std of its ACC
+    over K-means random states (``mixem.scores.NOISE_KEYS``); NaN where it was not measured."""
+    if runs.empty:
+        return math.nan
+    simclr = runs["config/head"] == "simclr"
+    noise = runs[f"{stage}/{FIXED_VARIANT}_acc_seed_std"].where(~simclr, runs[f"{stage}/{SIMCLR_VARIANT}_acc_seed_std"])
+    return float(noise.mean())
+
+
+def comparison_row(dataset: str, question: str, a_label: str, a: pd.Series, b_label: str, b: pd.Series,
+                   noise: tuple[float, float] = (math.nan, math.nan)) -> dict:
+    """One row of a comparison table: A against B paired by seed (``analysis.stats.compare``), its cells as
+    text (``COMPARISON_COLUMNS``) and its numbers (``diff``, ``low``, ``high``, ``n``) for the figures."""
+    result = stats.compare(a, b)
+    pairs = stats.paired(a, b)
+    return {"dataset": dataset, "question": question, "A": a_label, "A ACC": stats.interval_text(pairs["a"]),
+            "B": b_label, "B ACC": stats.interval_text(pairs["b"]), "A - B": stats.difference_text(result),
+            "K-means noise (A, B)": _noise_text(noise), "verdict": result["verdict"],
+            **{key: result[key] for key in ("diff", "low", "high", "n")}}
+
+
+COMPARISON_COLUMNS = ["dataset", "question", "A", "A ACC", "B", "B ACC", "A - B", "K-means noise (A, B)", "verdict"]
+
+
+def _noise_text(noise: tuple[float, float]) -> str:
+    return "" if all(math.isnan(value) for value in noise) else " / ".join(
+        EMPTY if math.isnan(value) else f"{value:.3f}" for value in noise)
+
+
+def comparisons(rows: list[dict]) -> pd.DataFrame:
+    """The rows of ``comparison_row`` as a frame: the text columns, then the numbers."""
+    return pd.DataFrame(rows, columns=[*COMPARISON_COLUMNS, "diff", "low", "high", "n"])
+
+
+def questions_table(trials: pd.DataFrame, baselines: pd.DataFrame, stage: str) -> pd.DataFrame:
+    """The questions every run should answer, per dataset, each paired by seed: does training help (each
+    method against the strongest no-learning baseline, the K-means on pixels with the highest mean ACC),
+    and does MIX'EM beat SimCLR (and a searched configuration, preset ``given``, beat both)?"""
+    _check_stage(stage)
+    done = finished(trials)
+    rows = []
+    for dataset in _datasets_with(trials, list(MAIN_METHODS)):
+        methods = [(preset, label, runs) for preset, label, runs in method_groups(trials, done, dataset)
+                   if not runs.empty]
+        strongest = baselines_mod.strongest(baselines, dataset)
+        for _, label, runs in methods:
+            if strongest is not None:
+                name, acc = strongest
+                rows.append(comparison_row(dataset, "does training help?", label, reported_by_seed(runs, stage),
+                                           baselines_mod.BASELINES.get(name, name), acc,
+                                           (seed_noise(runs, stage), math.nan)))
+        # MIX'EM against SimCLR; each searched configuration against both, and a searched MIX'EM against a
+        # searched SimCLR (searches of both heads at the same budget).
+        for a_preset, a_label, a in methods:
+            for b_preset, b_label, b in methods:
+                searched_heads = (a_preset == b_preset == "given" and head_of(a, "given") == "mixture"
+                                  and head_of(b, "given") == "simclr")
+                if searched_heads or (a_preset, b_preset) in (("mixem", "simclr"), ("given", "simclr"),
+                                                              ("given", "mixem")):
+                    rows.append(comparison_row(dataset, f"does {a_label} beat {b_label}?", a_label,
+                                               reported_by_seed(a, stage), b_label, reported_by_seed(b, stage),
+                                               (seed_noise(a, stage), seed_noise(b, stage))))
+    return comparisons(rows)
+
+
+def diagnostics_table(trials: pd.DataFrame, stage: str) -> pd.DataFrame:
+    """How class-like the mixture's components are, per dataset and preset of the mixture head (and each
+    search): the mean of max pi and the components argmax pi uses (label-free), the purity of its groups
+    and argmax pi's ACC (with the labels); mean ± std over the finished runs."""
+    _check_stage(stage)
+    done = finished(trials)
+    done = done[done["config/head"] != "simclr"]
+    rows = []
+    for (dataset, preset), runs in done.groupby(["dataset", "preset"], sort=True):
+        rows.append({"dataset": dataset, "run": preset or "search", "K": value_range(runs["config/num_components"]),
+                     **{label: cell(runs[f"{stage}/{key}"]) for label, key in DIAGNOSTIC_COLUMNS.items()}})
+    return pd.DataFrame(rows, columns=["dataset", "run", "K", *DIAGNOSTIC_COLUMNS])
+
+
+DIAGNOSTIC_COLUMNS = {"mean max pi": "pi_max_mean", "components used": "components_used",
+                      "purity": "component_purity", "argmax-pi ACC": "argmax_pi_acc"}
+
+
+def claims_table(trials: pd.DataFrame, baselines: pd.DataFrame, stage: str) -> pd.DataFrame:
+    """The paper's claims as hypotheses, each A against B paired by seed (``comparison_row``):
+
+    0. Semantic categories emerge through pi: argmax pi of full MIX'EM beats argmax pi of the mixture
+       head without the extra terms (``mixture_only``), and the strongest no-learning baseline.
+    1. K-means initialised with the mixture components beats k-means++ (runs of ``mixem``, each
+       representation and norm; two representations that cluster alike, as dom raw and dom l2, share a row).
+    2. K-means on L2-normalised SimCLR representations beats raw ones (runs of ``simclr``).
+    3. Each loss term adds accuracy: consecutive rows of the loss ablation, each its reported clustering.
     """
     _check_stage(stage)
     done = finished(trials)
     rows = []
-
-    def compare(dataset, claim, a_label, a_values, b_label, b_values, spread=False):
-        a, b = a_values.dropna(), b_values.dropna()
-        if a.empty or b.empty:
-            verdict = EMPTY
-        else:
-            better_mean = a.mean() > b.mean()
-            if spread and len(a) > 1 and len(b) > 1:
-                steadier = a.std(ddof=1) < b.std(ddof=1)
-                verdict = {(True, True): "yes", (True, False): "mean only", (False, True): "spread only",
-                           (False, False): "no"}[better_mean, steadier]
-            else:
-                verdict = "yes" if better_mean else "no"
-        rows.append({"dataset": dataset, "claim": claim, "A": a_label, "A ACC": cell(a), "B": b_label,
-                     "B ACC": cell(b), "holds": verdict})
-
     for dataset in sorted(done["dataset"].unique()):
         runs = done[done["dataset"] == dataset]
+        rows += _claim_zero(runs, baselines, dataset, stage)
         mixem = runs[runs["preset"] == "mixem"]
-        if not mixem.empty:
-            for rep in REPRESENTATIONS:
-                for norm in NORMS:
-                    a, b = f"compinit_{rep}_{norm}", f"kmeans_{rep}_{norm}"
-                    compare(dataset, "1 component init", a, mixem[f"{stage}/{a}_acc"], b, mixem[f"{stage}/{b}_acc"],
-                            spread=True)
+        for label, (a, b) in collapse_pairs(mixem, stage).items():
+            rows.append(comparison_row(dataset, "1 component init", f"compinit {label}", by_seed(mixem[a], mixem),
+                                       f"kmeans {label}", by_seed(mixem[b], mixem)))
         simclr = runs[runs["preset"] == "simclr"]
-        if not simclr.empty:
-            for rep in REPRESENTATIONS:
-                a, b = f"kmeans_{rep}_l2", f"kmeans_{rep}_raw"
-                if simclr[f"{stage}/{a}_acc"].notna().any():
-                    compare(dataset, "2 L2 SimCLR", a, simclr[f"{stage}/{a}_acc"], b, simclr[f"{stage}/{b}_acc"])
+        for rep in REPRESENTATIONS:
+            a, b = f"{stage}/kmeans_{rep}_l2_acc", f"{stage}/kmeans_{rep}_raw_acc"
+            if not simclr.empty and simclr[a].notna().any():
+                rows.append(comparison_row(dataset, "2 L2 SimCLR", f"kmeans_{rep}_l2", by_seed(simclr[a], simclr),
+                                           f"kmeans_{rep}_raw", by_seed(simclr[b], simclr)))
         steps = LOSS_ABLATION[: LOSS_ABLATION.index("mixem") + 1]
         for before, after in pairwise(steps):
             a_runs, b_runs = runs[runs["preset"] == after], runs[runs["preset"] == before]
             if a_runs.empty or b_runs.empty:
                 continue
-            a_variant, b_variant = reported_variant(head_of(a_runs, after)), reported_variant(head_of(b_runs, before))
-            compare(dataset, "3 loss term", f"{after} ({a_variant})", a_runs[f"{stage}/{a_variant}_acc"],
-                    f"{before} ({b_variant})", b_runs[f"{stage}/{b_variant}_acc"])
-    return pd.DataFrame(rows, columns=["dataset", "claim", "A", "A ACC", "B", "B ACC", "holds"])
+            rows.append(comparison_row(
+                dataset, "3 loss term", f"{after} ({reported_variant(head_of(a_runs, after))})",
+                reported_by_seed(a_runs, stage), f"{before} ({reported_variant(head_of(b_runs, before))})",
+                reported_by_seed(b_runs, stage), (seed_noise(a_runs, stage), seed_noise(b_runs, stage))))
+    return comparisons(rows)
+
+
+def _claim_zero(runs: pd.DataFrame, baselines: pd.DataFrame, dataset: str, stage: str) -> list[dict]:
+    mixem, plain = runs[runs["preset"] == "mixem"], runs[runs["preset"] == "mixture_only"]
+    if mixem.empty:
+        return []
+    argmax = f"{stage}/argmax_pi_acc"
+    rows = []
+    if not plain.empty:
+        rows.append(comparison_row(dataset, "0 classes through pi", "mixem argmax pi", by_seed(mixem[argmax], mixem),
+                                   "mixture_only argmax pi", by_seed(plain[argmax], plain)))
+    strongest = baselines_mod.strongest(baselines, dataset)
+    if strongest is not None:
+        name, acc = strongest
+        rows.append(comparison_row(dataset, "0 classes through pi", "mixem argmax pi", by_seed(mixem[argmax], mixem),
+                                   baselines_mod.BASELINES.get(name, name), acc))
+    return rows
+
+
+def collapse_pairs(runs: pd.DataFrame, stage: str) -> dict[str, tuple[str, str]]:
+    """``{label: (compinit column, kmeans column)}`` of each representation and norm of ``runs``, where a
+    representation that clusters alike raw and L2-normalised (``_norms_alike``) has one label, "dom raw = l2"."""
+    pairs: dict[str, tuple[str, str]] = {}
+    for rep in REPRESENTATIONS:
+        norms = [("raw = l2", "raw")] if _norms_alike(runs, rep, stage) else [(norm, norm) for norm in NORMS]
+        for shown, norm in norms:
+            if runs[f"{stage}/compinit_{rep}_{norm}_acc"].notna().any():  # else never evaluated: no row
+                pairs[f"{rep} {shown}"] = (f"{stage}/compinit_{rep}_{norm}_acc", f"{stage}/kmeans_{rep}_{norm}_acc")
+    return pairs
+
+
+def baseline_verdicts(trials: pd.DataFrame, baselines: pd.DataFrame, metric: str, stage: str) -> list[str]:
+    """The report's opening lines on whether training helped: each search's best finished trial against the
+    strongest no-learning baseline, and a warning for each method whose paired difference with it does not
+    hold (``questions_table``)."""
+    lines = [best_search_verdict(search_trials(trials, sweep, dataset), baselines, dataset, metric)
+             for sweep, dataset in searches(trials)]
+    questions = questions_table(trials, baselines, stage)
+    for _, row in questions[questions["question"] == "does training help?"].iterrows():
+        if row["verdict"] != stats.HOLDS:
+            lines.append(f"warning: on {row['dataset']}, {row['A']} ({row['A ACC']}) is not shown to beat "
+                         f"{row['B']} ({row['B ACC']}): the paired difference {row['A - B']} is {row['verdict']}.")
+    return [line for line in lines if line]
+
+
+def best_search_verdict(runs: pd.DataFrame, baselines: pd.DataFrame, dataset: str, metric: str) -> str | None:
+    """``analysis.baselines.verdict_line`` for a search's best finished trial by ``metric``: its reported
+    clustering's final ACC against the strongest no-learning baseline; None without a finished trial."""
+    done = finished(runs).dropna(subset=[f"final/{metric}"])
+    if done.empty:
+        return None
+    best = done.loc[_ranked(done[f"final/{metric}"], metric).index[0]]
+    variant = reported_variant(best["config/head"])
+    return baselines_mod.verdict_line(best[f"final/{variant}_acc"], f"the best finished trial of search "
+                                      f"`{best['sweep']}` by `{metric}` ({best['trial_id']}, {variant})",
+                                      baselines, dataset)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -328,14 +495,25 @@ def searches(trials: pd.DataFrame) -> list[tuple[str, str]]:
 def search_runs(trials: pd.DataFrame, epochs: pd.DataFrame, sweep: str, dataset: str
                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The trials and the epochs of one search (see ``searches``)."""
-    runs = trials[(trials["sweep"] == sweep) & (trials["dataset"] == dataset) & (trials["preset"] == "")]
+    runs = search_trials(trials, sweep, dataset)
     return runs, epochs[(epochs["sweep"] == sweep) & epochs["trial_id"].isin(runs["trial_id"])]
+
+
+def search_trials(trials: pd.DataFrame, sweep: str, dataset: str) -> pd.DataFrame:
+    """The trials of one search (preset "" of one sweep folder, on one dataset)."""
+    return trials[(trials["sweep"] == sweep) & (trials["dataset"] == dataset) & (trials["preset"] == "")]
 
 
 def searched_parameters(runs: pd.DataFrame) -> list[str]:
     """The config fields that take more than one value among ``runs`` (a search's trials), in config order."""
     fields = [column.removeprefix("config/") for column in runs.columns if column.startswith("config/")]
     return [name for name in fields if name not in NOT_SEARCHED and runs[f"config/{name}"].nunique() > 1]
+
+
+def never_tried(runs: pd.DataFrame) -> list[str]:
+    """The loss weights (``mixem.config.LOSS_WEIGHTS``) that are 0 in every trial of a search: the terms it
+    says nothing about."""
+    return [name for name in LOSS_WEIGHTS if not runs.empty and (runs[f"config/{name}"] == 0).all()]
 
 
 def _ranked(values: pd.Series, metric: str) -> pd.Series:

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from analysis import notebook
+from analysis.baselines import load_baselines
 from analysis.report import build_sections, main, not_shown, write_report
 from analysis.runs import load_epochs, load_runs
 from mixem.errors import MixemError
@@ -44,16 +45,21 @@ def test_report_equals_the_golden_file(tmp_path):
 def test_golden_report_shows_the_search_sections_and_no_oracle_choice():
     text = GOLDEN.read_text()
     titles = [line for line in text.splitlines() if line.startswith("#")]
-    assert titles == ["# MIX'EM sweep report", "## Main results", "## Loss ablation", "## K-means ablation",
-                      "## Component count", "## The paper's claims", "## Search `search` on digits",
-                      "### Top trials", "### Sensitivity", "### Best configuration",
+    assert titles == ["# MIX'EM sweep report", "## No-learning baselines", "## Main results",
+                      "## Does training help, and does MIX'EM beat SimCLR?", "## Loss ablation", "## K-means ablation",
+                      "## Component count", "## Do the components become classes?", "## The paper's claims",
+                      "## Search `search` on digits", "### Top trials", "### Sensitivity", "### Best configuration",
                       "### Label-free model selection", "## Cost", "## Learning curves"]
-    assert "| 40ba9386 |" in text  # an early-stopped trial among the top trials
-    assert "| parameter | values | epoch 1 (n=6) | epoch 2 (n=4) |" in text  # early-stopped trials count at epoch 1
+    assert "| 2ea2ddf2 |" in text  # an early-stopped trial among the top trials
+    assert "| parameter | values | epoch 1 (n=6) | epoch 2 (n=3) |" in text  # early-stopped trials count at epoch 1
     assert "python tune/ablate.py --dataset digits --presets given --seeds 3" in text
     assert "At epoch 1, the common point, over the 6 trials" in text
     assert "K-means variant" not in text and "_No runs" not in text
     assert text.count("acc_max") == 3  # the header, the main results' text and its oracle column
+    # The smoke runs do not beat the pixels, and the report says so at the top, in a line a reader cannot miss.
+    assert "\nwarning: the best finished trial of search `search` by `compinit_z_l2_acc`" in text
+    assert "| digits | no learning | K-means on raw pixels |" in text
+    assert "| digits | 0 classes through pi | mixem argmax pi |" in text
 
 
 def test_report_reads_sweeps_with_trial_seconds(tmp_path):
@@ -67,8 +73,8 @@ def test_report_reads_sweeps_with_trial_seconds(tmp_path):
         copies.append(copy)
     trials, epochs = load_runs(*copies), load_epochs(*copies)
     assert "trial_seconds" in epochs.columns
-    sections = build_sections(trials, epochs, METRIC, "final")
-    reference = build_sections(load_runs(*SWEEPS), load_epochs(*SWEEPS), METRIC, "final")
+    sections = build_sections(trials, epochs, load_baselines(*copies), METRIC, "final")
+    reference = build_sections(load_runs(*SWEEPS), load_epochs(*SWEEPS), load_baselines(*SWEEPS), METRIC, "final")
     assert [section.title for section in sections] == [section.title for section in reference]
 
 
@@ -84,20 +90,23 @@ def test_load_runs_reads_several_folders_and_joins_epochs():
 
 
 def test_sections_without_runs_are_left_out_and_named_with_their_command():
-    search = load_runs(SWEEPS[1])
-    keys = {section.key for section in build_sections(search, load_epochs(SWEEPS[1]), METRIC, "final")}
-    assert keys == {"search", "cost", "curves"}
-    line = not_shown(search, METRIC)
+    search, baselines = load_runs(SWEEPS[1]), load_baselines(SWEEPS[1])
+    keys = {section.key for section in build_sections(search, load_epochs(SWEEPS[1]), baselines, METRIC, "final")}
+    assert keys == {"baselines", "mixture", "search", "cost", "curves"}
+    line = not_shown(search, baselines, METRIC)
     assert line.startswith("Left out or empty for want of runs: the main results, the loss and K-means ablations")
     assert ("(run `python tune/ablate.py --dataset digits --presets simclr,mixture_only,entropy,entropy_instance,"
             "mixem,mixem_entropy`)") in line
     assert "the component count (run `python tune/ablate.py --dataset digits --presets k10,k20,k40`)" in line
-    assert "--presets given --seeds 3 --max-epochs 2 --space num_components=30" in line  # from the best trial
+    assert "--presets given --seeds 3 --max-epochs 2 --space eval_every=1" in line  # from the best trial
+    no_baselines = not_shown(search, baselines.iloc[:0], METRIC)
+    assert "the no-learning baselines of digits (its sweeps recorded none: `python -m mixem.baselines digits`" in \
+        no_baselines
 
-    ablation = load_runs(SWEEPS[0])
-    keys = {section.key for section in build_sections(ablation, load_epochs(SWEEPS[0]), METRIC, "final")}
-    assert "search" not in keys and "main" in keys
-    line = not_shown(ablation, METRIC)
+    ablation, baselines = load_runs(SWEEPS[0]), load_baselines(SWEEPS[0])
+    keys = {section.key for section in build_sections(ablation, load_epochs(SWEEPS[0]), baselines, METRIC, "final")}
+    assert "search" not in keys and {"main", "questions", "claims"} <= keys
+    line = not_shown(ablation, baselines, METRIC)
     # k10 is the mixem preset's configuration on ten classes: its runs fill the K = 10 row.
     assert "the component-count rows k40 (run `python tune/ablate.py --dataset digits --presets k40`)" in line
     assert "(run `python tune/sweep.py --dataset digits`" in line
@@ -177,7 +186,7 @@ def test_an_epochs_column_of_the_wrong_type_is_refused(tmp_path, capsys):
     assert f"is corrupt: column {METRIC} holds text where numbers belong" in _error(capsys, sweep)
     epochs.drop(columns="eval_seconds").to_parquet(sweep / "epochs.parquet")
     assert "epochs.parquet lacks the columns eval_seconds, so" in _error(capsys, sweep)
-    assert sorted(path.name for path in sweep.iterdir()) == ["epochs.parquet", "sweep.json", "trials.parquet"]
+    assert sorted(path.name for path in sweep.iterdir()) == ["baselines.parquet", "epochs.parquet", "sweep.json", "trials.parquet"]
 
 
 def test_a_folder_given_twice_is_refused(tmp_path, capsys):

@@ -3,9 +3,11 @@
 import itertools
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
+from analysis import baselines as baselines_module
 from analysis import plots, rungs, tables
 from analysis.runs import EPOCH_COLUMNS, TRIAL_COLUMNS
 from mixem.config import Config
@@ -27,6 +29,17 @@ def trial(preset: str, seed: int = 0, dataset: str = "digits", status: str = "fi
     return row
 
 
+def baselines_frame(dataset: str = "digits", **accuracies: list[float]) -> pd.DataFrame:
+    """baselines.parquet rows: ``accuracies`` maps a baseline's name to its ACC for seeds 0, 1, ..."""
+    return pd.DataFrame([{"dataset": dataset, "eval_split": "test", "baseline": name, "seed": seed, "n_init": 50,
+                          "max_iter": 10, "acc": acc, "nmi": acc - 0.1, "ari": acc - 0.2}
+                         for name, values in accuracies.items() for seed, acc in enumerate(values)],
+                        columns=baselines_module.COLUMNS)
+
+
+NO_BASELINES = baselines_frame()
+
+
 def frame(*rows: dict) -> pd.DataFrame:
     trials = pd.DataFrame(list(rows))
     assert set(TRIAL_COLUMNS) <= set(trials.columns)
@@ -39,7 +52,8 @@ def epoch_rows(row: dict, scores: dict[int, dict]) -> list[dict]:
     for epoch in range(1, max(scores) + 1):
         values = {key: math.nan for key in SCORE_KEYS} | scores.get(epoch, {})
         rows.append({"sweep": row["sweep"], "trial_id": row["trial_id"], "preset": row["preset"], "epoch": epoch,
-                     "loss_total": 1.0, "epoch_seconds": 10.0, "eval_seconds": 1.0, **values})
+                     "loss_total": 1.0, "loss_contrastive": 2.0, "epoch_seconds": 10.0, "eval_seconds": 1.0,
+                     **values})
     return rows
 
 
@@ -96,7 +110,10 @@ def test_main_table_fixed_clusterings_oracle_paper_and_given():
         trial("given", 0, dataset="digits", w_entropy=3.0, metrics={"compinit_z_l2_acc": 0.8}),
         trial("given", 1, dataset="digits", w_entropy=3.0, metrics={"compinit_z_l2_acc": 0.6}),
     )
-    table = tables.main_table(trials, "final").set_index(["dataset", "method", "clustering"])
+    baselines = baselines_frame("digits", pixels=[0.78, 0.80])
+    table = tables.main_table(trials, "final", baselines).set_index(["dataset", "method", "clustering"])
+    assert table.loc[("digits", "no learning", "K-means on raw pixels"), "ACC"] == "0.790 ± 0.014 (n=2)"
+    assert "no learning" not in set(table.loc["stl10"].index.get_level_values("method"))
     assert table.loc[("stl10", "MIX'EM", "compinit_z_l2 (fixed)"), "ACC"] == "0.800 ± 0.141 (n=2)"
     assert table.loc[("stl10", "MIX'EM", "compinit_z_l2 (fixed)"), "paper ACC"] == "0.78"
     assert table.loc[("stl10", "MIX'EM", "compinit_z_l2 (fixed)"), tables.ORACLE_COLUMN] == "0.970 ± 0.028 (n=2)"
@@ -112,7 +129,12 @@ def test_main_table_fixed_clusterings_oracle_paper_and_given():
 
 
 def test_kmeans_table_compares_every_clustering_and_drops_what_simclr_lacks():
-    mixem = [trial("mixem", seed, metrics={"kmeans_z_l2_acc": k, "compinit_z_l2_acc": c, "argmax_pi_acc": 0.3})
+    def dom(seed):  # dom is L2-normalised already: raw and l2 give the same numbers
+        return {f"{method}_dom_{norm}_{metric}": 0.6 + seed / 10 for method in ("kmeans", "compinit")
+                for norm in ("raw", "l2") for metric in ("acc", "nmi", "ari")}
+
+    mixem = [trial("mixem", seed, metrics={"kmeans_z_l2_acc": k, "compinit_z_l2_acc": c, "argmax_pi_acc": 0.3,
+                                           **dom(seed)})
              for seed, (k, c) in enumerate([(0.5, 0.8), (0.7, 0.8)])]
     simclr = trial("simclr", metrics={"kmeans_h_raw_acc": 0.4, "kmeans_h_l2_acc": 0.45})
     table = tables.kmeans_table(frame(*mixem, simclr), "final")
@@ -120,6 +142,9 @@ def test_kmeans_table_compares_every_clustering_and_drops_what_simclr_lacks():
     assert rows.loc[("mixem", "z", "l2", "k-means++"), "ACC"] == "0.600 ± 0.141 (n=2)"
     assert rows.loc[("mixem", "z", "l2", "component-mean init"), "ACC"] == "0.800 ± 0.000 (n=2)"
     assert rows.loc[("mixem", "pi", "—", "argmax pi"), "ACC"] == "0.300 ± 0.000 (n=2)"
+    # dom raw and dom l2 are the same numbers in every run: one row, said to be both.
+    assert rows.loc[("mixem", "dom", "raw = l2", "k-means++"), "ACC"] == "0.650 ± 0.071 (n=2)"
+    assert "l2" not in set(table.loc[table["representation"] == "dom", "norm"])
     assert list(table.loc[table["preset"] == "simclr", "norm"]) == ["raw", "l2"]
     assert set(table.loc[table["preset"] == "simclr", "clustering"]) == {"k-means++"}
 
@@ -142,7 +167,7 @@ def test_component_table_counts_mixem_only_where_no_k_preset_ran():
     assert list(both["ACC"]) == ["0.700 ± 0.141 (n=2)", "0.500 (n=1)", tables.NO_RUN]
     alone = tables.component_table(frame(*mixem, *k20), "final")
     assert list(alone["ACC"]) == ["0.100 ± 0.000 (n=3)", "0.500 (n=1)", tables.NO_RUN]
-    figure = plots.components_figure(frame(*k10, *mixem, *k20), "final")
+    figure = plots.components_figure(frame(*k10, *mixem, *k20), "final", NO_BASELINES)
     scatters = [c for c in figure.axes[0].collections if type(c).__name__ == "PathCollection"]
     assert [len(points.get_offsets()) for points in scatters] == [2, 1]  # K=10: the two k10 seeds
 
@@ -158,24 +183,72 @@ def test_cost_table_counts_every_status_in_hours():
     assert table.set_index("run").loc["total", "GPU-hours"] == "1.85"
 
 
-def test_claims_table_verdicts_and_loss_steps_on_the_fixed_variant():
-    mixem = [trial("mixem", seed, metrics={"compinit_h_raw_acc": c, "kmeans_h_raw_acc": k,
-                                             "compinit_z_l2_acc": c - 0.3, "kmeans_z_l2_acc": k})
-             for seed, (c, k) in enumerate([(0.80, 0.5), (0.82, 0.7)])]
-    simclr = [trial("simclr", seed, metrics={"kmeans_h_l2_acc": 0.7, "kmeans_h_raw_acc": 0.6, "kmeans_z_l2_acc": 0.6})
-              for seed in (0, 1)]
-    # mixture_only's k-means on h beats SimCLR's, but its fixed clustering does not beat SimCLR's kmeans_z_l2.
-    mixture = [trial("mixture_only", seed, metrics={"kmeans_h_l2_acc": 0.9, "compinit_z_l2_acc": 0.55})
-               for seed in (0, 1)]
-    table = tables.claims_table(frame(*mixem, *simclr, *mixture), "final").set_index(["claim", "A"])
-    assert table.loc[("1 component init", "compinit_h_raw"), "holds"] == "yes"  # higher mean, smaller std
-    assert table.loc[("1 component init", "compinit_z_l2"), "holds"] == "spread only"
-    assert table.loc[("1 component init", "compinit_dom_raw"), "holds"] == "—"  # never evaluated
-    assert table.loc[("2 L2 SimCLR", "kmeans_h_l2"), "holds"] == "yes"
-    step = table.loc[("3 loss term", "mixture_only (compinit_z_l2)")]
-    assert (step["B"], step["A ACC"], step["B ACC"], step["holds"]) == (
-        "simclr (kmeans_z_l2)", "0.550 ± 0.000 (n=2)", "0.600 ± 0.000 (n=2)", "no")
+def test_claims_are_paired_by_seed_with_an_interval_and_an_honest_verdict():
+    # Component init is 0.3 above k-means++ on h raw in every seed (holds), 0.1 below or 0.1 above on z l2
+    # (inconclusive); argmax pi of mixem is 0.2 above mixture_only's in every seed and below the pixels.
+    mixem = [trial("mixem", seed, metrics={"compinit_h_raw_acc": k + 0.3, "kmeans_h_raw_acc": k,
+                                             "compinit_z_l2_acc": 0.6 + d, "kmeans_z_l2_acc": 0.6, "argmax_pi_acc": 0.5,
+                                             "compinit_z_l2_acc_seed_std": 0.01})
+             for seed, (k, d) in enumerate([(0.4, 0.1), (0.5, -0.1), (0.45, 0.1)])]
+    simclr = [trial("simclr", seed, metrics={"kmeans_h_l2_acc": 0.7 - seed / 100, "kmeans_h_raw_acc": 0.6,
+                                             "kmeans_z_l2_acc": 0.6, "kmeans_z_l2_acc_seed_std": 0.02})
+              for seed in (0, 1, 2)]
+    mixture = [trial("mixture_only", seed, metrics={"argmax_pi_acc": 0.3, "compinit_z_l2_acc": 0.55})
+               for seed in (0, 1, 2, 3)]  # seed 3 has no partner: left out of every pair
+    baselines = baselines_frame("digits", pixels=[0.79, 0.80, 0.81])
+    claims = tables.claims_table(frame(*mixem, *simclr, *mixture), baselines, "final")
+    assert list(claims.columns) == [*tables.COMPARISON_COLUMNS, "diff", "low", "high", "n"]
+    table = claims.set_index(["question", "A", "B"])
+    zero = table.loc[("0 classes through pi", "mixem argmax pi", "mixture_only argmax pi")]
+    assert (zero["verdict"], zero["n"], zero["A - B"]) == ("holds", 3, "+0.200 [+0.200, +0.200] (n=3)")
+    below = table.loc[("0 classes through pi", "mixem argmax pi", "K-means on raw pixels")]
+    assert below["verdict"] == "does not hold" and below["diff"] == pytest.approx(-0.3)
+    h_raw = table.loc[("1 component init", "compinit h raw", "kmeans h raw")]
+    assert h_raw["verdict"] == "holds" and h_raw["diff"] == pytest.approx(0.3)
+    z_l2 = table.loc[("1 component init", "compinit z l2", "kmeans z l2")]
+    assert z_l2["verdict"] == "inconclusive" and z_l2["low"] < 0 < z_l2["high"]
+    assert table.loc[("2 L2 SimCLR", "kmeans_h_l2", "kmeans_h_raw"), "verdict"] == "holds"
+    step = table.loc[("3 loss term", "mixture_only (compinit_z_l2)", "simclr (kmeans_z_l2)")]
+    assert (step["n"], step["verdict"], step["K-means noise (A, B)"]) == (3, "does not hold", "— / 0.020")
     assert len(table.xs("3 loss term")) == 1  # entropy... not run: no more steps
+
+
+def test_questions_ask_whether_training_helped_and_mixem_beat_simclr():
+    mixem = [trial("mixem", seed, metrics={"compinit_z_l2_acc": acc}) for seed, acc in enumerate([0.85, 0.86, 0.9])]
+    simclr = [trial("simclr", seed, metrics={"kmeans_z_l2_acc": acc}) for seed, acc in enumerate([0.84, 0.86, 0.8])]
+    baselines = baselines_frame("digits", pixels=[0.79, 0.80, 0.81], pixels_l2=[0.70, 0.70, 0.70])
+    table = tables.questions_table(frame(*mixem, *simclr), baselines, "final").set_index(["question", "A"])
+    helped = table.loc[("does training help?", "MIX'EM")]
+    assert helped["B"] == "K-means on raw pixels" and helped["verdict"] == "holds"  # the strongest baseline
+    assert helped["diff"] == pytest.approx(np.mean([0.06, 0.06, 0.09]))
+    versus = table.loc[("does MIX'EM beat SimCLR?", "MIX'EM")]
+    assert versus["verdict"] == "inconclusive" and versus["n"] == 3
+    assert list(table.reset_index()["question"]).count("does training help?") == 2
+    assert tables.questions_table(frame(*mixem), NO_BASELINES, "final").empty  # nothing to compare with
+
+
+def test_mixture_diagnostics_per_preset():
+    rows = [trial("mixem", seed, metrics={"pi_max_mean": 0.2 + seed / 10, "components_used": 10,
+                                          "component_purity": 0.5, "argmax_pi_acc": 0.4}) for seed in (0, 1)]
+    rows.append(trial("simclr", metrics={"kmeans_z_l2_acc": 0.5}))  # no mixture: no row
+    table = tables.diagnostics_table(frame(*rows), "final").set_index("run")
+    assert list(table.index) == ["mixem"]
+    assert table.loc["mixem", "mean max pi"] == "0.250 ± 0.071 (n=2)"
+    assert table.loc["mixem", "components used"] == "10.000 ± 0.000 (n=2)"
+
+
+def test_a_search_says_which_terms_it_never_tried_and_whether_its_best_beat_the_pixels():
+    rows = [trial("", seed, w_pull=0.0, w_push=p, metrics={"compinit_z_l2_acc": acc})
+            for seed, (p, acc) in enumerate([(0.0, 0.7), (0.1, 0.85)])]
+    search = frame(*rows)
+    assert tables.never_tried(search) == ["w_pull"]
+    baselines = baselines_frame("digits", pixels=[0.79, 0.80, 0.81])
+    line = tables.best_search_verdict(search, baselines, "digits", "compinit_z_l2_acc")
+    assert "ACC 0.850, above the strongest no-learning baseline (K-means on raw pixels" in line
+    worse = frame(trial("", metrics={"compinit_z_l2_acc": 0.7}))
+    assert tables.best_search_verdict(worse, baselines, "digits", "compinit_z_l2_acc").startswith("warning: ")
+    assert "no no-learning baseline recorded" in tables.best_search_verdict(search, NO_BASELINES, "digits",
+                                                                            "compinit_z_l2_acc")
 
 
 def test_best_stage_reads_the_best_columns():
