@@ -1,15 +1,18 @@
 """How much compute each search needed to find a good configuration: TPE + ASHA, random search, a grid.
 
-    python -m analysis.efficiency results/digits/tpe-* results/digits/random-* results/digits/grid
+    python -m analysis.efficiency results/digits/optuna-* results/digits/random-* results/digits/grid --target 0.85
 
-Every folder is one search (``tune/sweep.py --output``) over the same space and budget; its method
-is read from its ``sweep.json`` (``--search``, and ASHA when ``--grace-epochs`` is below
-``--max-epochs``). The target is the best final value of the metric any finished trial of any
-folder reached, minus ``--within`` (0.01: one ACC point). A folder's compute to the target is the
-sum of its trials' wall seconds (trial-seconds: what a cluster bills), in the order the trials
-ended, up to and including the first finished trial at or above the target; a folder that never
-reaches it is reported with all its compute and marked. Also given: the same count in training and
-evaluation seconds only (the trainer's own times, without Ray's per-trial overhead).
+Every folder is one search (``tune/sweep.py --output``) over the same space and budget, each with its
+own searcher seed (``--search-seed``) and the same training seed; its method is read from its
+``sweep.json`` (``--search``, and ASHA when ``--grace-epochs`` is below ``--max-epochs``). The
+target is a value of the metric fixed before the searches ran (``--target``, required): a target
+taken from the results themselves (say, the best any search found) could only be reached by the
+search that found it. A folder's compute to the target is the sum of its trials' wall seconds
+(trial-seconds: what a cluster bills), in the order the trials ended, up to and including the
+first finished trial at or above the target; a folder that never reaches it is reported with all
+its compute and marked. Also given: the same count in training and evaluation seconds only (the
+trainer's own times, without Ray's per-trial overhead). Per method, the success rate (searches that
+reached the target) with its 95% Clopper-Pearson interval over the searcher seeds.
 
 Then ASHA's settings replayed on the searches that ran every trial to the end (a grid): successive
 halving at rungs ``grace, grace x rf, ...`` keeps the best ``1/rf`` of the trials by the metric at
@@ -28,6 +31,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis import stats
 from analysis.runs import RESTORE, folders_of, load_epochs, load_runs, resolve_metric, sweep_settings
 from mixem.errors import MixemError
 from mixem.scores import metric_mode
@@ -80,23 +84,27 @@ def load_searches(folders: list[Path]) -> dict[Path, tuple[str, pd.DataFrame, pd
     return searches
 
 
-def efficiency_table(searches: dict[Path, tuple[str, pd.DataFrame, pd.DataFrame]], metric: str, within: float
-                     ) -> tuple[pd.DataFrame, float]:
-    """One row per search of ``load_searches``: its method, trials, compute to the target and in all;
-    and the target."""
+def efficiency_table(searches: dict[Path, tuple[str, pd.DataFrame, pd.DataFrame]], metric: str,
+                     target: float) -> pd.DataFrame:
+    """One row per search of ``load_searches``: its method, searcher seed, trials, compute to ``target``
+    and in all."""
     finished = pd.concat([trials[trials["status"] == "finished"] for _, trials, _ in searches.values()])
     if finished.empty or finished[f"final/{metric}"].isna().all():
         raise MixemError(f"No finished trial has a value of {metric}; pass folders of finished searches.")
-    best = best_of(finished[f"final/{metric}"], metric)
-    target = best - within if metric_mode(metric) == "max" else best + within
     rows = []
     for folder, (method, trials, epochs) in searches.items():
         working = (epochs["epoch_seconds"] + epochs["eval_seconds"]).groupby(epochs["trial_id"]).sum()
         reached = compute_to_target(trials, working, metric, target)
-        rows.append({"search": folder.name, "method": method, "trials": len(trials),
-                     **reached, "trial-seconds in all": trials["wall_seconds"].sum(),
+        rows.append({"search": folder.name, "method": method, "searcher seed": searcher_seed(folder),
+                     "trials": len(trials), **reached, "trial-seconds in all": trials["wall_seconds"].sum(),
                      "best found": best_of(trials.loc[trials["status"] == "finished", f"final/{metric}"], metric)})
-    return pd.DataFrame(rows), target
+    return pd.DataFrame(rows)
+
+
+def searcher_seed(folder: Path):
+    """A search folder's searcher seed (``--search-seed``, else its ``--seed``), from its sweep.json."""
+    args = sweep_settings(folder)["args"]
+    return args.get("search_seed") if args.get("search_seed") is not None else args.get("seed")
 
 
 def replay_asha(trials: pd.DataFrame, epochs: pd.DataFrame, metric: str, grace: int, reduction_factor: int
@@ -140,9 +148,13 @@ def summary(table: pd.DataFrame, baseline: str = "grid") -> pd.DataFrame:
     """Per method: median compute to the target over its folders (searcher seeds), how many reached
     it, and the ratio to the ``baseline`` method's median."""
     grouped = table.groupby("method")
+    rates = {method: stats.proportion_interval(int(group["reached"].sum()), len(group))
+             for method, group in grouped}
     out = pd.DataFrame({
         "runs": grouped.size(),
         "reached": grouped["reached"].sum(),
+        "success rate [95% interval]": pd.Series({method: f"{rate:.2f} [{low:.2f}, {high:.2f}]"
+                                                  for method, (rate, low, high) in rates.items()}),
         "median trial-seconds to target": grouped["trial-seconds"].median(),
         "median training seconds to target": grouped["training seconds"].median(),
         "median trial-seconds in all": grouped["trial-seconds in all"].median(),
@@ -160,14 +172,15 @@ def main(argv: list[str] | None = None) -> int:
                                      allow_abbrev=False)
     parser.add_argument("folders", nargs="+", type=Path, help="search folders (tune/sweep.py --output)")
     parser.add_argument("--metric", default=None, help="the score compared (default: the first folder's --metric)")
-    parser.add_argument("--within", type=float, default=0.01, help="how close to the best counts (default: 0.01)")
+    parser.add_argument("--target", type=float, required=True,
+                        help="the value of the metric a search must reach, fixed before the searches ran")
     args = parser.parse_args(argv)
     try:
-        if not (math.isfinite(args.within) and args.within >= 0):
-            raise MixemError(f"--within must be a finite number at least 0, not {args.within}.")
+        if not math.isfinite(args.target):
+            raise MixemError(f"--target must be a finite number, not {args.target}.")
         searches = load_searches(args.folders)
         metric = resolve_metric(args.folders, args.metric)
-        table, target = efficiency_table(searches, metric, args.within)
+        table = efficiency_table(searches, metric, args.target)
         # ASHA is replayed only where every trial ran to the end, so each rung's ranking is known.
         replays = {folder: (len(trials), replay_table(trials, epochs, metric))
                    for folder, (method, trials, epochs) in searches.items()
@@ -176,9 +189,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.float_format", "{:.3f}".format):
-        towards = (">=", "less") if metric_mode(metric) == "max" else ("<=", "plus")
-        print(f"target: {metric} {towards[0]} {target:.4f} (the best any finished trial reached, {towards[1]} "
-              f"{args.within})\n")
+        towards = ">=" if metric_mode(metric) == "max" else "<="
+        print(f"target: {metric} {towards} {args.target:.4f} (fixed before the searches ran)\n")
         print(table.to_string(index=False))
         print()
         print(summary(table).to_string())
