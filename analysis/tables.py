@@ -391,10 +391,12 @@ DIAGNOSTIC_COLUMNS = {"mean max pi": "pi_max_mean", "components used": "componen
 def claims_table(trials: pd.DataFrame, baselines: pd.DataFrame, stage: str) -> pd.DataFrame:
     """The paper's claims as hypotheses, each A against B paired by seed (``comparison_row``):
 
-    0. Semantic categories emerge through pi: argmax pi of full MIX'EM beats argmax pi of the mixture
-       head without the extra terms (``mixture_only``), and the strongest no-learning baseline.
-    1. K-means initialised with the mixture components beats k-means++ (runs of ``mixem``, each
-       representation and norm; two representations that cluster alike, as dom raw and dom l2, share a row).
+    0. Semantic categories emerge through pi: argmax pi of full MIX'EM (and of each searched configuration
+       of the mixture head) beats argmax pi of the mixture head without the extra terms (``mixture_only``),
+       and the strongest no-learning baseline.
+    1. K-means initialised with the mixture components beats k-means++ (runs of ``mixem`` and of each
+       searched configuration, each representation and norm; two representations that cluster alike, as dom
+       raw and dom l2, share a row).
     2. K-means on L2-normalised SimCLR representations beats raw ones (runs of ``simclr``).
     3. Each loss term adds accuracy: consecutive rows of the loss ablation, each its reported clustering.
     """
@@ -403,11 +405,12 @@ def claims_table(trials: pd.DataFrame, baselines: pd.DataFrame, stage: str) -> p
     rows = []
     for dataset in sorted(done["dataset"].unique()):
         runs = done[done["dataset"] == dataset]
-        rows += _claim_zero(runs, baselines, dataset, stage)
-        mixem = runs[runs["preset"] == "mixem"]
-        for label, (a, b) in collapse_pairs(mixem, stage).items():
-            rows.append(comparison_row(dataset, "1 component init", f"compinit {label}", by_seed(mixem[a], mixem),
-                                       f"kmeans {label}", by_seed(mixem[b], mixem)))
+        for group, members in _mixture_groups(trials, done, dataset):
+            rows += _claim_zero(group, members, runs, baselines, dataset, stage)
+            for label, (a, b) in collapse_pairs(members, stage).items():
+                rows.append(comparison_row(dataset, "1 component init", f"{group}: compinit {label}",
+                                           by_seed(members[a], members), f"kmeans {label}",
+                                           by_seed(members[b], members)))
         simclr = runs[runs["preset"] == "simclr"]
         for rep in REPRESENTATIONS:
             a, b = f"{stage}/kmeans_{rep}_l2_acc", f"{stage}/kmeans_{rep}_raw_acc"
@@ -426,20 +429,31 @@ def claims_table(trials: pd.DataFrame, baselines: pd.DataFrame, stage: str) -> p
     return comparisons(rows)
 
 
-def _claim_zero(runs: pd.DataFrame, baselines: pd.DataFrame, dataset: str, stage: str) -> list[dict]:
-    mixem, plain = runs[runs["preset"] == "mixem"], runs[runs["preset"] == "mixture_only"]
-    if mixem.empty:
-        return []
+def _mixture_groups(trials: pd.DataFrame, done: pd.DataFrame, dataset: str) -> list[tuple[str, pd.DataFrame]]:
+    """(label, finished runs) of the configurations claims 0 and 1 are tested on: full MIX'EM (``mixem``) and
+    each best searched configuration of the mixture head (``given``, per sweep folder)."""
+    groups = []
+    for preset, label, runs in method_groups(trials, done, dataset):
+        if preset in ("mixem", "given") and not runs.empty and head_of(runs, preset) == "mixture":
+            groups.append((preset if preset == "mixem" else label, runs))
+    return groups
+
+
+def _claim_zero(group: str, members: pd.DataFrame, runs: pd.DataFrame, baselines: pd.DataFrame, dataset: str,
+                stage: str) -> list[dict]:
+    """Claim 0 for one configuration: its argmax pi against ``mixture_only``'s and the strongest baseline."""
+    plain = runs[runs["preset"] == "mixture_only"]
     argmax = f"{stage}/argmax_pi_acc"
     rows = []
     if not plain.empty:
-        rows.append(comparison_row(dataset, "0 classes through pi", "mixem argmax pi", by_seed(mixem[argmax], mixem),
-                                   "mixture_only argmax pi", by_seed(plain[argmax], plain)))
+        rows.append(comparison_row(dataset, "0 classes through pi", f"{group} argmax pi",
+                                   by_seed(members[argmax], members), "mixture_only argmax pi",
+                                   by_seed(plain[argmax], plain)))
     strongest = baselines_mod.strongest(baselines, dataset)
     if strongest is not None:
         name, acc = strongest
-        rows.append(comparison_row(dataset, "0 classes through pi", "mixem argmax pi", by_seed(mixem[argmax], mixem),
-                                   baselines_mod.BASELINES.get(name, name), acc))
+        rows.append(comparison_row(dataset, "0 classes through pi", f"{group} argmax pi",
+                                   by_seed(members[argmax], members), baselines_mod.BASELINES.get(name, name), acc))
     return rows
 
 

@@ -186,7 +186,8 @@ def test_an_epochs_column_of_the_wrong_type_is_refused(tmp_path, capsys):
     assert f"is corrupt: column {METRIC} holds text where numbers belong" in _error(capsys, sweep)
     epochs.drop(columns="eval_seconds").to_parquet(sweep / "epochs.parquet")
     assert "epochs.parquet lacks the columns eval_seconds, so" in _error(capsys, sweep)
-    assert sorted(path.name for path in sweep.iterdir()) == ["baselines.parquet", "epochs.parquet", "sweep.json", "trials.parquet"]
+    assert sorted(path.name for path in sweep.iterdir()) == ["baselines.parquet", "epochs.parquet", "sweep.json",
+                                                             "trials.parquet"]
 
 
 def test_a_folder_given_twice_is_refused(tmp_path, capsys):
@@ -224,8 +225,10 @@ def test_notebook_executes_on_the_fixture_without_saving(monkeypatch):
     executed = notebook.execute()
     outputs = [output for cell in executed.cells if cell.cell_type == "code" for output in cell.outputs]
     assert not [output for output in outputs if output.output_type in ("error", "stream")]
-    assert sum("image/png" in output.get("data", {}) for output in outputs) == 5
-    assert sum("text/html" in output.get("data", {}) for output in outputs) == 10  # the tables
+    # The report's figures and tables, every one (the golden report is of the same folders).
+    golden = GOLDEN.read_text()
+    assert sum("image/png" in output.get("data", {}) for output in outputs) == golden.count("\n![")
+    assert sum("text/html" in output.get("data", {}) for output in outputs) == golden.count("\n|---")
     assert notebook.NOTEBOOK.read_bytes() == saved
 
 

@@ -203,9 +203,9 @@ def test_claims_are_paired_by_seed_with_an_interval_and_an_honest_verdict():
     assert (zero["verdict"], zero["n"], zero["A - B"]) == ("holds", 3, "+0.200 [+0.200, +0.200] (n=3)")
     below = table.loc[("0 classes through pi", "mixem argmax pi", "K-means on raw pixels")]
     assert below["verdict"] == "does not hold" and below["diff"] == pytest.approx(-0.3)
-    h_raw = table.loc[("1 component init", "compinit h raw", "kmeans h raw")]
+    h_raw = table.loc[("1 component init", "mixem: compinit h raw", "kmeans h raw")]
     assert h_raw["verdict"] == "holds" and h_raw["diff"] == pytest.approx(0.3)
-    z_l2 = table.loc[("1 component init", "compinit z l2", "kmeans z l2")]
+    z_l2 = table.loc[("1 component init", "mixem: compinit z l2", "kmeans z l2")]
     assert z_l2["verdict"] == "inconclusive" and z_l2["low"] < 0 < z_l2["high"]
     assert table.loc[("2 L2 SimCLR", "kmeans_h_l2", "kmeans_h_raw"), "verdict"] == "holds"
     step = table.loc[("3 loss term", "mixture_only (compinit_z_l2)", "simclr (kmeans_z_l2)")]
