@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from mixem.errors import MixemError
 
@@ -301,15 +304,22 @@ def _flag(name: str) -> str:
 
 
 def _coerce(name: str, value):
-    """Convert ``value`` to the field's type (Tune and JSON hand over ints for floats, numpy scalars...)."""
+    """``value`` as the field's type, refusing what would change its meaning: a float for an int field
+    (``num_components=10.7`` is not 10), a bool for a number (``w_push=true`` is not 1.0), a number for a
+    bool or a string. Ints for floats and NumPy scalars (what Tune and JSON hand over) are taken."""
     kind = type(FIELDS[name].default)
+    wanted = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}[kind]
     if kind is bool:
-        if isinstance(value, str):
-            if value.lower() not in ("true", "false", "1", "0"):
-                raise MixemError(f"--{_flag(name)} must be true or false, not {value!r}.")
-            return value.lower() in ("true", "1")
-        return bool(value)
-    try:
-        return kind(value)
-    except (TypeError, ValueError):
-        raise MixemError(f"--{_flag(name)} must be a {kind.__name__}, not {value!r}.") from None
+        if isinstance(value, (bool, np.bool_)):
+            return bool(value)
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+    elif kind is int:
+        if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
+            return int(value)
+    elif kind is float:
+        if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
+            return float(value)
+    elif isinstance(value, str):
+        return value
+    raise MixemError(f"--{_flag(name)} must be {wanted}, not {value!r}.")

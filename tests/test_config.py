@@ -1,9 +1,12 @@
+import re
+
+import numpy as np
 import pytest
 
+from mixem.cli import build_parser, config_from_args
 from mixem.config import DATASET_PRESETS, Config
 from mixem.errors import MixemError
 from mixem.presets import ABLATIONS
-from mixem.train import build_parser, config_from_args
 
 
 def test_defaults_are_the_authors():
@@ -37,11 +40,25 @@ def test_the_mixem_preset_is_the_authors_and_the_papers_form_has_its_own():
 
 
 def test_flat_round_trip_and_type_coercion():
-    config = Config.from_flat({"num_components": 20.0, "lr": 1, "stl10_unlabeled": "true"})
+    config = Config.from_flat({"num_components": np.int64(20), "lr": 1, "stl10_unlabeled": "true"})
     assert config.model.num_components == 20 and isinstance(config.model.num_components, int)
     assert config.optim.lr == 1.0 and isinstance(config.optim.lr, float)
     assert config.data.stl10_unlabeled is True
     assert Config.from_flat(config.to_flat()) == config
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("num_components", 10.7, "--num-components must be a whole number, not 10.7"),  # would train K = 10
+    ("num_components", 20.0, "--num-components must be a whole number, not 20.0"),
+    ("num_components", True, "--num-components must be a whole number, not True"),
+    ("w_push", True, "--w-push must be a number, not True"),  # would train 1.0
+    ("w_push", "0.1", "--w-push must be a number, not '0.1'"),
+    ("stl10_unlabeled", 1, "--stl10-unlabeled must be true or false, not 1"),
+    ("head", 3, "--head must be text, not 3"),
+])
+def test_no_value_is_silently_coerced_into_another(name, value, message):
+    with pytest.raises(MixemError, match=re.escape(message)):
+        Config.from_flat({name: value})
 
 
 def test_unknown_field_and_dataset_are_errors():

@@ -41,7 +41,7 @@ def test_a_gpu_checkpoint_resumes_on_the_cpu(tmp_path):
 
 @cuda
 def test_a_gpu_index_this_machine_lacks_is_refused(tmp_path, capsys):
-    from mixem.train import main
+    from mixem.cli import main
 
     index = torch.cuda.device_count()
     assert main(["--device", f"cuda:{index}", "--out", str(tmp_path / "out")]) == 2

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -9,13 +10,14 @@ import pytest
 import torch
 
 import mixem.train as train_module
+from mixem.cli import main
 from mixem.config import Config
 from mixem.data import load_dataset
 from mixem.errors import MixemError, NonFiniteLossError
 from mixem.evaluate import evaluate
 from mixem.model import MixemModel
 from mixem.scores import FIXED_VARIANT, METRIC_KEYS, VALIDATION_KEYS
-from mixem.train import LrSchedule, lr_factor, main, train
+from mixem.train import LrSchedule, lr_factor, train
 
 TINY = ["--epochs", "2", "--batch-size", "128", "--kmeans-n-init", "2", "--hidden-dim", "32", "--eval-every", "1"]
 
@@ -119,9 +121,59 @@ def test_a_new_run_never_overwrites_a_finished_one(tmp_path):
     run = tmp_path / "run"
     train(tiny_config(epochs=1), run)
     before = (run / "checkpoint" / "checkpoint.pt").read_bytes()
-    with pytest.raises(MixemError, match="already holds a run; continue it with --resume"):
+    with pytest.raises(MixemError, match=r"already holds a run \(config.json, history.jsonl, metrics.json, "
+                                         r"checkpoint\); continue it with --resume"):
         train(tiny_config(epochs=1), run)
     assert (run / "checkpoint" / "checkpoint.pt").read_bytes() == before
+    # A finished run whose checkpoint was deleted to save disk is still a run: its results stay.
+    shutil.rmtree(run / "checkpoint")
+    metrics = (run / "metrics.json").read_bytes()
+    with pytest.raises(MixemError, match=r"already holds a run \(config.json, history.jsonl, metrics.json\)"):
+        train(tiny_config(epochs=1), run)
+    assert (run / "metrics.json").read_bytes() == metrics
+    # Nor does a run write among a sweep's results.
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / "trials.parquet").write_bytes(b"a sweep's")
+    with pytest.raises(MixemError, match="holds a sweep's results \\(trials.parquet\\), not a run"):
+        train(tiny_config(epochs=1), sweep)
+    assert sorted(path.name for path in sweep.iterdir()) == ["trials.parquet"]
+
+
+def test_a_second_run_on_the_same_folder_is_refused_while_the_first_writes(tmp_path):
+    """Two `python -m mixem.train --out RUN` at once: the second is refused in one sentence naming the first."""
+    from mixem.files import FolderLock
+
+    held = FolderLock(tmp_path / "run", "run", "wait.")  # as the first run holds it while it trains
+    try:
+        assert main(["--dataset", "digits", "--epochs", "1", "--out", str(tmp_path / "run")]) == 2
+    finally:
+        held.release()
+    assert train(tiny_config(epochs=1), tmp_path / "run")  # free again once the first one ends
+
+
+def test_stray_launcher_variables_and_ctrl_c_say_what_to_do(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    assert main(["--dataset", "digits", "--epochs", "1", "--out", str(tmp_path / "a")]) == 2
+    assert "WORLD_SIZE=2 is set but not RANK, MASTER_ADDR, MASTER_PORT" in capsys.readouterr().err
+    monkeypatch.delenv("WORLD_SIZE")
+    train(tiny_config(epochs=1), tmp_path / "c")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "run_epoch", interrupted)
+    assert main(["--dataset", "digits", "--epochs", "1", "--out", str(tmp_path / "b")]) == 130
+    assert "Stopped before the first epoch was saved" in capsys.readouterr().err
+    assert main(["--resume", str(tmp_path / "c"), "--epochs", "2"]) == 130
+    assert f"Continue with: python -m mixem.train --resume {tmp_path / 'c'}" in capsys.readouterr().err
+
+
+def test_a_k_that_cannot_fit_is_refused_with_an_estimate(tmp_path):
+    with pytest.raises(MixemError, match=r"--num-components 100000 needs about [0-9.]+ GiB for the mixture head"):
+        train(tiny_config(epochs=1, num_components=100_000), tmp_path / "run")
+    assert not (tmp_path / "run" / "config.json").exists()
 
 
 def authors_learning_rates(epochs: int, warmup: int) -> list[float]:

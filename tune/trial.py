@@ -1,5 +1,5 @@
 """One trial of a sweep: a Tune function trainable that fits a Ray Train ``DataParallelTrainer`` with
-a torch process group (``tune.backend``), whose workers run ``mixem.train.train`` (DDP across the
+a torch process group (``tune.ray_internals``), whose workers run ``mixem.train.train`` (DDP across the
 workers of a trial).
 
 How the pieces fit (Ray 2.60, where Train V2 is the default):
