@@ -252,8 +252,8 @@ class Config:
             extra = [n for n in LOSS_WEIGHTS if flat[n] != 0]
             if extra:
                 raise MixemError(
-                    f"The SimCLR head has no mixture, so {', '.join(extra)} must be 0; "
-                    "use `--preset simclr`, which sets them."
+                    f"The SimCLR head has no mixture, so {', '.join(extra)} must be 0; set them to 0 "
+                    "(--preset simclr of mixem.train and tune/ablate.py does)."
                 )
         return self
 

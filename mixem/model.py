@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from mixem.config import ModelConfig
 from mixem.errors import MixemError
 from mixem.losses import mix_embeddings
+from mixem.memory import memory_problem
 
 
 def resnet18(in_channels: int, image_size: int, width: int = 64) -> tuple[nn.Module, int]:
@@ -58,36 +59,16 @@ def small_cnn(in_channels: int, image_size: int, width: int = 32) -> tuple[nn.Mo
 
 
 BACKBONES = {"resnet18": resnet18, "small_cnn": small_cnn}
-# The backbones' feature sizes, without building one.
-FEATURES = {"resnet18": lambda width: 512, "small_cnn": lambda width: 4 * width}
-
-
-def head_memory_bytes(cfg: ModelConfig, local_batch: int) -> int:
-    """A rough upper estimate of what the mixture head costs in training, the part that grows with K: its
-    parameters with their gradients and Adam's two moments, its activations for two views (kept for the
-    backward pass), and the associative loss's K x K x D differences of the component means (forward and
-    backward), in float32. The backbone's share does not depend on K and is left out."""
-    if cfg.head != "mixture":
-        return 0
-    features, k = FEATURES[cfg.backbone](cfg.cnn_width), cfg.num_components
-    parameters = (features * k * cfg.hidden_dim + k * cfg.hidden_dim + k * cfg.hidden_dim * cfg.embed_dim
-                  + features * cfg.hidden_dim + cfg.hidden_dim * k)
-    activations = 2 * 3 * local_batch * k * (cfg.hidden_dim + cfg.embed_dim + 1)
-    push = 2 * 3 * k * k * cfg.embed_dim
-    return 4 * (4 * parameters + activations + push)
 
 
 def check_memory(config, local_batch: int, device: torch.device) -> None:
     """MixemError, with the estimate, when the mixture head of ``config`` cannot fit in ``device``'s memory
     (a K so large that the kernel would kill the run without a word)."""
-    needed = head_memory_bytes(config.model, local_batch)
     available = (torch.cuda.get_device_properties(device).total_memory if device.type == "cuda"
                  else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    if needed > available:
-        raise MixemError(f"--num-components {config.model.num_components} needs about {needed / 2**30:.1f} GiB for the "
-                         f"mixture head and its push term (which grow with K and K squared) at {local_batch} images "
-                         f"per step, more than the {available / 2**30:.1f} GiB of {device}; lower --num-components or "
-                         "--batch-size.")
+    problem = memory_problem(config.model, local_batch, available, str(device))
+    if problem:
+        raise MixemError(problem)
 
 
 class BatchedLinear(nn.Module):

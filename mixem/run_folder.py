@@ -23,15 +23,19 @@ import torch
 
 from mixem.config import Config
 from mixem.errors import MixemError
-from mixem.files import CHECKPOINT_FILE, HISTORY_FILE, FolderLock, write_atomic
-
-CONFIG_FILE = "config.json"
-METRICS_FILE = "metrics.json"
-CHECKPOINT_FOLDER = "checkpoint"
-# What makes a folder a run's: a new run refuses a folder holding any of them.
-RUN_FILES = (CONFIG_FILE, HISTORY_FILE, METRICS_FILE, CHECKPOINT_FOLDER)
-# What a sweep writes (tune/results.py): a run never writes among another command's results.
-SWEEP_FILES = ("sweep.json", "trials.parquet", "epochs.parquet", "baselines.parquet")
+from mixem.files import (
+    CHECKPOINT_FILE,
+    CHECKPOINT_FOLDER,
+    CONFIG_FILE,
+    HISTORY_FILE,
+    METRICS_FILE,
+    RUN_FILES,
+    SETTINGS_FILE,
+    SWEEP_RESULTS,
+    FolderLock,
+    results_in,
+    write_atomic,
+)
 
 
 class RunFolder:
@@ -43,14 +47,14 @@ class RunFolder:
 
     def run_files(self) -> list[str]:
         """The names of ``RUN_FILES`` the folder holds."""
-        return [name for name in RUN_FILES if (self.path / name).exists()]
+        return results_in(self.path, RUN_FILES)
 
     def claim(self, *, resuming: bool) -> FolderLock:
         """Take the folder for this run: refuse a file, a folder holding another run (unless ``resuming`` it)
         and a folder another run is writing; the lock is held until released."""
         if self.path.exists() and not self.path.is_dir():
             raise MixemError(f"{self.path} is a file, not a run folder; pass --out a folder path.")
-        foreign = [name for name in SWEEP_FILES if (self.path / name).exists()]
+        foreign = results_in(self.path, (SETTINGS_FILE, *SWEEP_RESULTS))
         if foreign:
             raise MixemError(f"{self.path} holds a sweep's results ({', '.join(foreign)}), not a run; pass --out "
                              "another folder.")

@@ -48,6 +48,16 @@ def reported_variant(head: str) -> str:
     return SIMCLR_VARIANT if head == "simclr" else FIXED_VARIANT
 
 
+def measured_by(key: str, head: str) -> bool:
+    """Whether a run of ``head`` measures ``key`` at all: the SimCLR head has no pi, so no component-initialised
+    K-means, no argmax pi, no dominant component's embedding, and no mixture loss terms to validate."""
+    if head != "simclr":
+        return True
+    mixture_only = ("compinit_", "argmax_pi", "kmeans_dom_", "val_marginal_entropy", "val_instance", "val_pull",
+                    "val_push")
+    return not key.startswith(mixture_only)
+
+
 def metric_mode(key: str) -> str:
     """ "max" or "min": which way ``key`` (a key of ``METRIC_KEYS`` or ``VALIDATION_KEYS``) is better.
 

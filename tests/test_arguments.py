@@ -1,7 +1,6 @@
 """tune/sweep.py and tune/ablate.py refuse bad input before any work: one sentence, exit 2, no file
 touched. And tune/run.py's lock on the output folder. None of this starts Ray."""
 
-import argparse
 import json
 import os
 import subprocess
@@ -12,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from mixem.errors import MixemError
+from mixem.files import LOCK_FILE, FolderLock
 from tune import ablate, sweep
-from tune.run import LOCK_FILE, OutputLock
+from tune.arguments import given_flags, settings_from_args
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,6 +60,21 @@ def error_of(main, capsys, argv) -> str:
     (["--dataset", "digits", "--callback", "no_such_module:Logger"], "--callback no_such_module:Logger cannot be made"),
     (["--dataset", "digits", "--callback", "collections:OrderedDict"], "made a OrderedDict, not a ray.tune.Callback"),
     (["--resume"], "need --output"),
+    # Values the trials would reject, or coerce: refused before Ray starts.
+    (["--dataset", "digits", "--space", "num_components=10.7"], "--num-components must be a whole number, not 10.7"),
+    (["--dataset", "digits", "--space", "w_push=true"], "--w-push must be a number, not True"),
+    (["--dataset", "digits", "--space", "head=bogus"], "--head must be one of mixture, simclr, not 'bogus'"),
+    (["--dataset", "digits", "--space", "eval_split=nope"], "--eval-split nope is not a split of digits"),
+    # Searches that cannot produce their metric.
+    (["--dataset", "digits", "--space", "head=simclr", "w_entropy=0", "w_instance=0", "w_pull=0", "w_push=0"],
+     "--metric compinit_z_l2_acc needs the mixture head, and the SimCLR head (--space head) has no mixture"),
+    (["--dataset", "digits", "--metric", "val_loss", "--space", "val_fraction=0"],
+     "--metric val_loss is measured on the validation images, and --space val_fraction=0 holds none out"),
+    # Resources that can never be had.
+    (["--dataset", "digits", "--space", "num_components=200000"],
+     "--num-components 200000 needs about 28,856.3 GiB for the mixture head and its push term"),
+    (["--dataset", "digits", "--cpus-per-worker", "4096"], "A trial needs 4096 CPUs (1 worker(s) x 4096) but this"),
+    (["--dataset", "digits", "--storage", "/dev/null"], "--storage /dev/null: /dev/null is a file, not a folder"),
 ])
 def test_sweep_refuses_bad_flags(tmp_path, capsys, argv, message):
     output = tmp_path / "out"
@@ -105,6 +120,63 @@ def test_a_sweep_folder_is_resumed_only_by_its_own_script_and_never_overwritten(
                                                               str(tmp_path / "storage")])
 
 
+def test_results_without_their_sweep_json_are_never_adopted(tmp_path, capsys):
+    """A folder holding a sweep's Parquet files (or a training run's files) but no sweep.json is refused by a new
+    sweep and by an ablation: neither adopts those trials as its own nor overwrites them."""
+    import shutil
+
+    for name in ("trials.parquet", "epochs.parquet", "config.json", "checkpoint"):
+        output = tmp_path / name.replace(".", "-")
+        shutil.copytree(Path(__file__).parent / "fixtures" / "search", output)
+        (output / "sweep.json").unlink()
+        for other in ("trials.parquet", "epochs.parquet", "baselines.parquet"):
+            if other != name:
+                (output / other).unlink()
+        if name in ("config.json", "checkpoint"):
+            (output / name).mkdir() if name == "checkpoint" else (output / name).write_text("{}")
+        before = {path.name: path.stat().st_mtime_ns for path in output.iterdir()}
+        for main in (sweep.main, ablate.main):
+            message = error_of(main, capsys, ["--dataset", "digits", "--output", str(output)])
+            assert message == (f"error: {output} holds results ({name}) but no sweep.json, so no sweep can continue "
+                               "them or write there; pass another --output.")
+        assert {path.name: path.stat().st_mtime_ns for path in output.iterdir()} == before
+
+
+def test_an_unwritable_output_or_storage_is_one_sentence(tmp_path, capsys, monkeypatch):
+    locked = tmp_path / "read-only"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != locked and real_access(path, mode))
+    message = error_of(sweep.main, capsys, ["--dataset", "digits", "--output", str(locked / "sweep")])
+    assert message == (f"error: --output {locked / 'sweep'}: {locked} is not writable by this user; pass a folder "
+                       "you can write to.")
+    message = error_of(sweep.main, capsys, ["--dataset", "digits", "--output", str(tmp_path / "out"),
+                                            "--storage", str(locked / "ray")])
+    assert message.startswith(f"error: --storage {locked / 'ray'}: {locked} is not writable")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["read-only"]
+
+
+def test_a_sweep_json_that_is_not_utf8_is_named_on_resume(tmp_path, capsys):
+    import shutil
+
+    output = tmp_path / "sweep"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "search", output)
+    (output / "sweep.json").write_bytes(b'{"kind": "sweep", "args": {"dataset": "digits\xff"}}')
+    message = error_of(sweep.main, capsys, ["--output", str(output), "--resume"])
+    assert message.startswith(f"error: {output / 'sweep.json'} is corrupt (UnicodeDecodeError: ")
+    assert message.endswith("the sweep cannot be resumed.")
+
+
+def test_two_sweeps_started_in_the_same_second_get_different_names(tmp_path):
+    parser = sweep.build_parser()
+    names = set()
+    for index in range(20):
+        argv = ["--dataset", "digits", "--output", str(tmp_path / str(index))]
+        settings, _ = settings_from_args(parser.parse_args(argv), given_flags(parser, argv), "sweep")
+        names.add(settings.name)
+    assert len(names) == 20
+
+
 def test_relative_paths_are_refused_under_ray_job_submit(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")  # what `ray job submit` sets for its entrypoint
     monkeypatch.chdir(tmp_path)
@@ -114,6 +186,10 @@ def test_relative_paths_are_refused_under_ray_job_submit(tmp_path, capsys, monke
     assert not (tmp_path / "sweeps").exists()
 
 
+def OutputLock(folder: Path) -> FolderLock:  # noqa: N802 (the sweep driver's lock, as tune/run.py takes it)
+    return FolderLock(folder, "sweep driver", "wait for it to end.")
+
+
 def test_the_output_lock_refuses_a_second_driver_and_dies_with_its_process(tmp_path):
     first = OutputLock(tmp_path)
     with pytest.raises(MixemError, match=f"Another sweep driver \\(pid {os.getpid()}"):
@@ -121,8 +197,9 @@ def test_the_output_lock_refuses_a_second_driver_and_dies_with_its_process(tmp_p
     first.release()
     OutputLock(tmp_path).release()  # free again
     # A driver killed with SIGKILL releases it too: the operating system drops the lock.
-    script = (f"import sys, time, pathlib; sys.path.insert(0, {str(ROOT)!r}); from tune.run import OutputLock; "
-              f"lock = OutputLock(pathlib.Path({str(tmp_path)!r})); print('locked', flush=True); time.sleep(60)")
+    script = (f"import sys, time, pathlib; sys.path.insert(0, {str(ROOT)!r}); from mixem.files import FolderLock; "
+              f"lock = FolderLock(pathlib.Path({str(tmp_path)!r}), 'sweep driver', ''); print('locked', flush=True); "
+              "time.sleep(60)")
     holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
@@ -155,10 +232,11 @@ from tune.trial import TrialResources, make_trainable
 resources = TrialResources(1, 1, 0, "gloo")
 make_trainable(resources, output=Path("/tmp"), train_storage="/tmp/s", data_dir=None, metric="acc_max",
                checkpoint_every=0, max_failures=0, driver_node="127.0.0.1", compile=False)
+from tune.settings import Search, Settings
 fixed, space = resolve_space("digits", {}, {"dataset": "digits", "epochs": 2}, search=True)
-args = argparse.Namespace(metric="acc_max", max_epochs=2, grace_epochs=1, reduction_factor=2, search="optuna",
-                          search_seed=None, num_samples=4, seed=0)
-sweep_plan(args, fixed, space, 2, [])
+settings = Settings(Search(num_samples=4, grace_epochs=1, reduction_factor=2), "digits", 2, Path("/tmp/o"), "n",
+                    "/tmp/s", metric="acc_max")
+sweep_plan(settings, fixed, space, 2, [])
 RecordResults(Path("/tmp/o"), resources, "acc_max", train_storage="/tmp/s", mirror=None)
 print("torch" in sys.modules)
 """
@@ -173,11 +251,11 @@ print("torch" in sys.modules)
 def test_a_search_without_labels_can_rank_by_each_label_free_score(tmp_path, metric, mode):
     """--metric takes every label-free score, and Tune is given its direction."""
     from mixem.scores import metric_mode
-    from tune.arguments import resolve_args
 
-    args = resolve_args(sweep.build_parser().parse_args(["--dataset", "digits", "--metric", metric,
-                                                         "--output", str(tmp_path / "out")]), "sweep")
-    assert args.metric == metric and metric_mode(args.metric) == mode
+    args = sweep.build_parser().parse_args(["--dataset", "digits", "--metric", metric,
+                                            "--output", str(tmp_path / "out")])
+    settings, _ = settings_from_args(args, ["dataset", "metric", "output"], "sweep")
+    assert settings.metric == metric and metric_mode(settings.metric) == mode
     assert not (tmp_path / "out").exists()
 
 
@@ -206,13 +284,10 @@ def test_resume_refuses_changed_settings_and_a_corrupt_sweep_json(tmp_path, caps
     assert {path.name: path.read_bytes() for path in output.iterdir()} == before
 
 
-def resumed(tmp_path: Path, argv: list[str], **saved) -> argparse.Namespace:
-    """The arguments ``tune/sweep.py --output OUT --resume ARGV`` resolves to, for a copy of the fixture
+def resumed(tmp_path: Path, argv: list[str], **saved):
+    """The settings ``tune/sweep.py --output OUT --resume ARGV`` resolves to, for a copy of the fixture
     search whose sweep.json holds ``saved``."""
     import shutil
-
-    from tune.arguments import resolve_args
-    from tune.run import given_flags
 
     output = tmp_path / "sweep"
     shutil.copytree(Path(__file__).parent / "fixtures" / "search", output)
@@ -220,17 +295,17 @@ def resumed(tmp_path: Path, argv: list[str], **saved) -> argparse.Namespace:
     (output / "sweep.json").write_text(json.dumps({**settings, "args": {**settings["args"], **saved}}))
     argv = ["--output", str(output), "--resume", *argv]
     parser = sweep.build_parser()
-    args = parser.parse_args(argv)
-    args.given = given_flags(parser, argv)
-    return resolve_args(args, "sweep")
+    settings, resuming = settings_from_args(parser.parse_args(argv), given_flags(parser, argv), "sweep")
+    assert resuming
+    return settings
 
 
 def test_resume_takes_a_where_flag_given_at_its_default_value(tmp_path):
     """--max-failures 2 and --no-compile are defaults, and still replace what the sweep started with."""
     restored = resumed(tmp_path, ["--max-failures", "2", "--no-compile"], max_failures=5, compile=True)
-    assert (restored.max_failures, restored.compile) == (2, False)
+    assert (restored.placement.max_failures, restored.placement.compile) == (2, False)
     kept = resumed(tmp_path / "again", [], max_failures=5, compile=True)
-    assert (kept.max_failures, kept.compile) == (5, True)
+    assert (kept.placement.max_failures, kept.placement.compile) == (5, True)
 
 
 def test_resume_names_a_data_dir_missing_on_this_machine(tmp_path, capsys):
@@ -239,7 +314,7 @@ def test_resume_names_a_data_dir_missing_on_this_machine(tmp_path, capsys):
                                          "pass --data-dir"):
         resumed(tmp_path, [], data_dir="/no/such/data")
     again = resumed(tmp_path / "again", ["--data-dir", str(tmp_path)], data_dir="/no/such/data")
-    assert again.data_dir == str(tmp_path)
+    assert again.placement.data_dir == str(tmp_path)
     assert output.exists()
 
 
@@ -253,10 +328,8 @@ def test_resume_from_a_relative_storage_path_is_made_absolute(tmp_path, monkeypa
     for name in ("sweep.json", "trials.parquet", "epochs.parquet"):
         shutil.copy(Path(__file__).parent / "fixtures" / "search" / name, experiment / STORAGE_FOLDER / name)
     monkeypatch.chdir(tmp_path)
-    from tune.arguments import resolve_args
-
     args = sweep.build_parser().parse_args(["--output", "here", "--resume-from", "storage/sweep-digits-1"])
-    restored = resolve_args(args, "sweep")
+    restored, _ = settings_from_args(args, ["output", "resume_from"], "sweep")
     assert (restored.storage, restored.name) == (str(tmp_path / "storage"), "sweep-digits-1")
     assert "names no experiment folder" in error_of(sweep.main, capsys, ["--output", "there", "--resume-from", "s3://"])
 
@@ -264,14 +337,11 @@ def test_resume_from_a_relative_storage_path_is_made_absolute(tmp_path, monkeypa
 def test_on_a_cluster_the_data_dir_is_checked_on_the_nodes_not_here(tmp_path):
     """The head never trains: an absolute --data-dir missing here, or a URI, is left to the pre-flight on each
     node type (tune.cluster.preflight)."""
-    from tune.arguments import resolve_args
-
     for data_dir in ("/data/on/the/nodes", "s3://bucket/datasets"):
         args = sweep.build_parser().parse_args(["--dataset", "digits", "--address", "127.0.0.1:1", "--storage",
                                                 "s3://bucket/mixem", "--data-dir", data_dir,
                                                 "--output", str(tmp_path / "out")])
-        args.given = []
-        assert resolve_args(args, "sweep").data_dir == data_dir
+        assert settings_from_args(args, [], "sweep")[0].placement.data_dir == data_dir
 
 
 def test_a_ray_job_whose_stop_would_kill_the_sweep_too_soon_is_warned(monkeypatch, capsys):

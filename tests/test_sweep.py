@@ -24,6 +24,7 @@ import pytest
 from tests.callbacks import LOG_ENV
 from tune import cluster, sweep
 from tune.results import EPOCHS_FILE, TRIALS_FILE, epochs_schema, trials_schema
+from tune.trial import TRIAL_FOLDER_PREFIX
 
 ROOT = Path(__file__).resolve().parents[1]
 # Every searched weight fixed: the trials of a test differ only where the test says so.
@@ -40,14 +41,18 @@ def local_ray(tmp_path_factory):
     # start_ray also sets variables that workers inherit: restored too.
     names = ("HOME", "PYTHONPATH", "RAY_AUTH_MODE", "RAY_API_SERVER_ADDRESS", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER",
              *cluster.TRAIN_SETTINGS)
-    saved = {name: os.environ.get(name) for name in names}
+    saved = {name: os.environ.get(name) for name in (*names, "TMPDIR")}
     os.environ.pop("RAY_AUTH_MODE", None)
     os.environ["HOME"] = str(tmp_path_factory.mktemp("home"))
     # Unix socket paths must stay short, so the temp dir is a folder directly under /tmp.
     temp_dir = tempfile.mkdtemp(dir="/tmp", prefix="mxs-")
+    # The workers' (and the driver's) temporary folder, where trials keep their run folders: this module's own.
+    os.environ["TMPDIR"] = str(tmp_path_factory.mktemp("scratch"))
+    saved_tempdir, tempfile.tempdir = tempfile.tempdir, None
     cluster.start_ray(None, verbose=False, num_cpus=2, _temp_dir=temp_dir)  # the sweep's own way to start Ray
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
+    tempfile.tempdir = saved_tempdir
     shutil.rmtree(temp_dir, ignore_errors=True)
     for name, value in saved.items():
         if value is None:
@@ -110,6 +115,8 @@ def test_sweep_writes_one_row_per_trial_and_asha_stops_the_weak(local_ray, tmp_p
     assert (trials["device"] == "cpu").all() and (epochs["device"] == "cpu").all()  # what trained, not what was asked
     assert (trials["wall_seconds"] > 0).all() and (trials["wall_seconds"] < time.time() - started).all()
     assert (epochs["train_images"] > 0).all() and (epochs["world_size"] == 1).all()
+    # The run folder of the trial ASHA stopped (its worker killed before it could clean up) is gone too.
+    assert list(Path(os.environ["TMPDIR"]).glob(f"{TRIAL_FOLDER_PREFIX}*")) == []
     # Early-stopped trials' placement groups are freed (by Train's cleaner, through the dashboard).
     deadline = time.time() + 60
     while live_placement_groups() and time.time() < deadline:

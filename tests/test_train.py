@@ -171,7 +171,7 @@ def test_stray_launcher_variables_and_ctrl_c_say_what_to_do(tmp_path, monkeypatc
 
 
 def test_a_k_that_cannot_fit_is_refused_with_an_estimate(tmp_path):
-    with pytest.raises(MixemError, match=r"--num-components 100000 needs about [0-9.]+ GiB for the mixture head"):
+    with pytest.raises(MixemError, match=r"--num-components 100000 needs about [0-9.,]+ GiB for the mixture head"):
         train(tiny_config(epochs=1, num_components=100_000), tmp_path / "run")
     assert not (tmp_path / "run" / "config.json").exists()
 

@@ -21,33 +21,10 @@ from pathlib import Path
 if __name__ == "__main__":  # `python tune/ablate.py`: make the project importable without installing it
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mixem.errors import MixemError
-from mixem.presets import ABLATIONS, COMPONENT_ABLATION, LOSS_ABLATION
+from mixem.presets import COMPONENT_ABLATION, LOSS_ABLATION
 from tune.arguments import add_run_arguments
-from tune.plans import ablation_plan, check_ablation
-from tune.run import Experiment, main_of
-
-SMOKE_PRESETS = ["simclr", "mixem"]
-DEFAULT_SEEDS = 3
-
-
-def check(args: argparse.Namespace, fixed: dict) -> None:
-    """Fill the presets and seeds, and check them with the fixed fields."""
-    if args.presets is not None and not args.presets:
-        raise MixemError("--presets names no preset; name at least one, e.g. --presets simclr,mixem.")
-    twice = sorted({name for name in args.presets or [] if args.presets.count(name) > 1})
-    if twice:
-        raise MixemError(f"--presets names {', '.join(twice)} more than once; name each preset once "
-                         "(--seeds sets the repeats).")
-    args.presets = args.presets or (SMOKE_PRESETS if args.smoke_test else LOSS_ABLATION + COMPONENT_ABLATION)
-    unknown = [name for name in args.presets if name not in ABLATIONS]
-    if unknown:
-        raise MixemError(f"Unknown preset(s) {', '.join(unknown)}; choose from {', '.join(ABLATIONS)}.")
-    args.seeds = args.seeds or DEFAULT_SEEDS
-    check_ablation(args, fixed)
-
-
-ABLATION = Experiment("ablation", "tune/ablate.py", search=False, check=check, plan=ablation_plan)
+from tune.run import main_of
+from tune.settings import DEFAULT_SEEDS, SMOKE_PRESETS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,14 +43,15 @@ def build_parser() -> argparse.ArgumentParser:
     ablation = parser.add_argument_group("ablation")
     ablation.add_argument("--presets", type=lambda text: [name.strip() for name in text.split(",") if name.strip()],
                           help="comma-separated presets (default: all, "
-                          f"{','.join(LOSS_ABLATION + COMPONENT_ABLATION)})")
+                          f"{','.join(LOSS_ABLATION + COMPONENT_ABLATION)}; with --smoke-test "
+                          f"{','.join(SMOKE_PRESETS)})")
     ablation.add_argument("--seeds", type=int,
                           help=f"seeds per preset: --seed, --seed + 1, ... (default: {DEFAULT_SEEDS})")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    return main_of(build_parser(), ABLATION, argv)
+    return main_of(build_parser(), "ablation", argv)
 
 
 if __name__ == "__main__":

@@ -1,35 +1,51 @@
-"""The flags shared by ``tune/sweep.py`` and ``tune/ablate.py``, their checks, and the settings a
-resumed sweep restores (``sweep.json``). Nothing here starts Ray or writes a file, except the
-download of a sweep's settings from its storage for ``--resume-from``.
+"""The command line of ``tune/sweep.py`` and ``tune/ablate.py``: the flags they share, and the one
+``Settings`` (``tune/settings.py``) they resolve to, new or restored from ``sweep.json`` for a resume.
+Nothing past this module sees the argparse namespace. Nothing here starts Ray or writes a file, except
+the download of a sweep's settings from its storage for ``--resume-from``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
+import os
+import secrets
+from dataclasses import fields, replace
 from datetime import datetime
 from pathlib import Path
 
-from mixem.config import DATASET_PRESETS, Config, missing_data_dir_message
+from mixem.config import DATASET_PRESETS, missing_data_dir_message
 from mixem.errors import MixemError
-from mixem.scores import FIXED_VARIANT, METRIC_KEYS, VALIDATION_KEYS
+from mixem.files import RUN_FILES, SWEEP_RESULTS, results_in
+from mixem.scores import FIXED_VARIANT
 from tune import cluster
 from tune.results import BASELINES_FILE, EPOCHS_FILE, SETTINGS_FILE, STORAGE_FOLDER, TRIALS_FILE, Storage
+from tune.settings import (
+    EXPERIMENTS,
+    SMOKE,
+    SMOKE_FIXED,
+    WHERE,
+    Placement,
+    Settings,
+    check,
+    check_numbers,
+    check_presets,
+    flag,
+    with_defaults,
+)
 
-# What --smoke-test sets unless given explicitly: tiny, for CI and a first try.
-SMOKE = {"num_samples": 4, "max_epochs": 2, "grace_epochs": 1, "seeds": 1}
-SMOKE_FIXED = {"kmeans_n_init": 2, "interim_kmeans_n_init": 2, "eval_every": 1}
 # Flags that say which sweep to resume.
 RESUME_FLAGS = ("resume", "resume_from", "output")
-# Flags about where and how a sweep runs, which --resume takes anew; every other one is the sweep's own.
-WHERE = ("address", "max_concurrent", "workers_per_trial", "cpus_per_worker", "gpus_per_worker", "backend",
-         "max_failures", "data_dir", "storage_shared", "compile", "verbose")
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags shared by the sweep and the ablation: what runs, where, on what."""
-    what = parser.add_argument_group("what to train")
+    _add_what(parser.add_argument_group("what to train"))
+    _add_where(parser.add_argument_group("where it runs"))
+    _add_results(parser.add_argument_group("results"))
+
+
+def _add_what(what) -> None:
     what.add_argument("--dataset", help=f"dataset to train on, one of {', '.join(DATASET_PRESETS)} (required unless "
                       "--resume); its preset is mixem.config.DATASET_PRESETS")
     what.add_argument("--max-epochs", type=int,
@@ -53,7 +69,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                       help="dataset root: a folder, the same path on every node, or a URI (s3://BUCKET/PREFIX, "
                       "gs://...) that each node copies its dataset from once, to local disk (default: "
                       "$MIXEM_DATA_DIR, else ./data)")
-    where = parser.add_argument_group("where it runs")
+
+
+def _add_where(where) -> None:
     where.add_argument("--address",
                        help="Ray cluster to join: 'auto' for the cluster this machine belongs to (started by "
                        "`ray up` or `ray start`), or HOST:PORT (default: start a local Ray on this machine)")
@@ -82,7 +100,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--callback", action="append", default=[], metavar="MODULE:NAME",
                        help="add a Ray Tune callback, a Callback class or a function that returns one, e.g. "
                        "ray.air.integrations.wandb:WandbLoggerCallback; repeatable; kept on --resume")
-    out = parser.add_argument_group("results")
+
+
+def _add_results(out) -> None:
     out.add_argument("--output", type=Path,
                      help="local folder for trials.parquet, epochs.parquet and sweep.json (default: "
                      "sweeps/DATASET-DATE-TIME); absolute under `ray job submit`")
@@ -106,79 +126,110 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                      + ", " + ", ".join(f"{k}={v}" for k, v in SMOKE_FIXED.items()) + " (unless given)")
 
 
-def _at_least(args: argparse.Namespace, minimum: float, *names: str) -> None:
-    for name in names:
-        value = getattr(args, name, None)
-        if value is not None and not (math.isfinite(value) and value >= minimum):
-            raise MixemError(f"--{name.replace('_', '-')} must be at least {minimum:g}, not {value}.")
-
-
-def resolve_args(args: argparse.Namespace, kind: str) -> argparse.Namespace:
-    """Check every flag and fill the defaults that depend on others; on --resume, the settings the
-    sweep was started with, with the flags of ``WHERE`` taken anew. Touches no file."""
-    _at_least(args, 1, "num_samples", "max_concurrent", "workers_per_trial", "max_epochs", "grace_epochs", "seeds")
-    _at_least(args, 0, "max_failures", "gpus_per_worker", "checkpoint_every", "seed", "search_seed")
-    if args.cpus_per_worker is not None and not (math.isfinite(args.cpus_per_worker) and args.cpus_per_worker > 0):
-        raise MixemError(f"--cpus-per-worker must be more than 0, not {args.cpus_per_worker}.")
-    factor = getattr(args, "reduction_factor", 2)
-    if factor is not None and not (math.isfinite(factor) and factor > 1):
-        raise MixemError(f"--reduction-factor must be a finite number more than 1, not {factor}.")
-    if args.output is not None and args.output.exists() and not args.output.is_dir():
-        raise MixemError(f"--output {args.output} is a file; pass a folder.")
-    _check_data_dir(args.data_dir, args.dataset, args.address)
-    if cluster.in_ray_job():
-        for name in ("output", "storage"):
-            value = getattr(args, name)
-            if value is not None and "://" not in str(value) and not Path(value).is_absolute():
-                raise MixemError(f"--{name} {value} is relative, and `ray job submit` runs this in a temporary "
-                                 "folder that is deleted afterwards; pass an absolute path.")
+def settings_from_args(args: argparse.Namespace, given: list[str], kind: str) -> tuple[Settings, bool]:
+    """The settings of the command line ``args`` of a ``kind`` ("sweep" or "ablation") whose written-out
+    flags are ``given``, checked, and whether they resume a sweep. On --resume, the settings the sweep
+    was started with, with the flags of ``WHERE`` taken anew. Writes no file."""
     if args.resume or args.resume_from:
-        changed = [name for name in getattr(args, "given", []) if name not in (*WHERE, *RESUME_FLAGS)]
+        changed = [name for name in given if name not in (*WHERE, *RESUME_FLAGS)]
         if changed:
-            flags = ", ".join("--" + name.replace("_", "-") for name in changed)
-            raise MixemError(f"{flags} cannot change on --resume (a sweep keeps the settings it started with); "
-                             "leave them out, or start a new sweep with another --output.")
-        restored = _restored_args(args, kind)
-        local = restored.data_dir is not None and "://" not in restored.data_dir and restored.address is None
-        if local and not Path(restored.data_dir).is_dir():
-            raise MixemError(f"--data-dir {restored.data_dir}, the sweep's, is not a folder on this machine; pass "
-                             "--data-dir with the folder that holds the datasets here.")
-        try:  # every setting as on a command line; the data folder was checked just above
-            resolve_args(argparse.Namespace(**{**vars(restored), "resume": False, "resume_from": None, "output": None,
-                                               "data_dir": None, "storage": restored.storage, "given": []}), kind)
-        except MixemError as error:
-            raise MixemError(f"{args.output / SETTINGS_FILE} is corrupt: {error}") from None
-        return restored
+            raise MixemError(f"{', '.join(map(flag, changed))} cannot change on --resume (a sweep keeps the settings "
+                             "it started with); leave them out, or start a new sweep with another --output.")
+        saved = _saved_settings(args, kind)
+        settings = saved.resumed({name: getattr(args, name) for name in WHERE if name in given})
+        check(settings)
+        check_paths(settings, resuming=True, data_dir_is_saved="data_dir" not in given)
+        return settings, True
+    settings = _new_settings(args, kind)
+    check_paths(settings, resuming=False)
+    return settings, False
+
+
+def _new_settings(args: argparse.Namespace, kind: str) -> Settings:
+    """The settings of a new sweep: its flags, checked, then the defaults that depend on them."""
     if args.dataset is None:
         raise MixemError("--dataset is required (unless --resume); e.g. --dataset digits.")
-    Config.for_dataset(args.dataset)  # an unknown name fails here, with the list of datasets
-    if args.smoke_test:
-        for name, value in SMOKE.items():
-            if getattr(args, name, None) is None and hasattr(args, name):
-                setattr(args, name, value)
-    if args.max_epochs is None:
-        args.max_epochs = Config.for_dataset(args.dataset).optim.epochs
-    if hasattr(args, "grace_epochs"):
-        args.grace_epochs = args.grace_epochs or max(1, args.max_epochs // 10)
-        if args.grace_epochs > args.max_epochs:
-            raise MixemError(f"--grace-epochs ({args.grace_epochs}) cannot exceed --max-epochs ({args.max_epochs}).")
-    if args.metric not in METRIC_KEYS + VALIDATION_KEYS:
-        raise MixemError(f"--metric {args.metric!r} is not a score; use a key of mixem.scores.METRIC_KEYS or "
-                         f"VALIDATION_KEYS such as {FIXED_VARIANT}_acc or val_loss.")
+    experiment_type = EXPERIMENTS[kind]
+    given = vars(args)
+    experiment = experiment_type(**{f.name: _tupled(given[f.name]) for f in fields(experiment_type)})
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    args.output = args.output or Path("sweeps") / f"{args.dataset}-{stamp}"
-    if (args.output / SETTINGS_FILE).exists():
-        raise MixemError(f"{args.output} already holds a sweep; pass --resume to continue it, or another --output.")
-    args.name = f"{kind}-{args.dataset}-{stamp}"
-    if args.storage is None:
-        if args.address is not None:
+    output = args.output or Path("sweeps") / f"{args.dataset}-{stamp}"
+    raw = Settings(experiment=experiment, dataset=args.dataset, max_epochs=args.max_epochs, output=output,
+                   # Unique, even for two sweeps started in the same second on one --storage.
+                   name=f"{kind}-{args.dataset}-{stamp}-{secrets.token_hex(3)}", storage=args.storage or "",
+                   metric=args.metric, seed=args.seed, space=tuple(args.space), checkpoint_every=args.checkpoint_every,
+                   smoke_test=args.smoke_test, callback=tuple(args.callback),
+                   placement=Placement(**{name: given[name] for name in WHERE}))
+    check_numbers(raw)  # before the defaults fill what was not given
+    if not raw.searches:
+        check_presets(raw.experiment.presets)
+    settings = with_defaults(raw)
+    _refuse_relative_in_ray_job("--storage", settings.storage)  # before it is made absolute below
+    if not settings.storage:
+        if settings.placement.address is not None:
             raise MixemError("A cluster needs --storage that every node reaches, e.g. --storage s3://BUCKET/mixem.")
-        args.storage = str((args.output / "ray").resolve())
-    elif "://" not in args.storage:
-        args.storage = str(Path(args.storage).resolve())  # Ray wants absolute paths; trials run in other folders
-    if args.address is not None:
-        cluster.check_storage(args.storage, shared=args.storage_shared)
-    return args
+        settings = replace(settings, storage=str((output / "ray").resolve()))
+    elif "://" not in settings.storage:  # Ray wants absolute paths; trials run in other folders
+        settings = replace(settings, storage=str(Path(settings.storage).resolve()))
+    check(settings)
+    return settings
+
+
+def _tupled(value):
+    return tuple(value) if isinstance(value, list) else value
+
+
+def check_paths(settings: Settings, *, resuming: bool, data_dir_is_saved: bool = False) -> None:
+    """The folders the settings name: the output and the storage writable and not files, a new sweep's
+    output free of any other command's results, the data folder where the trials read it."""
+    output, storage, placement = settings.output, settings.storage, settings.placement
+    _refuse_relative_in_ray_job("--output", output)
+    _refuse_relative_in_ray_job("--storage", storage)
+    if not resuming:
+        check_output_free(output)
+    _check_writable("--output", output)
+    if "://" not in storage or storage.startswith("file://"):
+        _check_writable("--storage", Path(storage.removeprefix("file://")))
+    if resuming and data_dir_is_saved:
+        data_dir = placement.data_dir
+        if data_dir is not None and "://" not in data_dir and placement.address is None and not Path(data_dir).is_dir():
+            raise MixemError(f"--data-dir {data_dir}, the sweep's, is not a folder on this machine; pass --data-dir "
+                             "with the folder that holds the datasets here.")
+    else:
+        _check_data_dir(placement.data_dir, settings.dataset, placement.address)
+    if placement.address is not None:
+        cluster.check_storage(storage, shared=placement.storage_shared)
+
+
+def _refuse_relative_in_ray_job(option: str, value) -> None:
+    if cluster.in_ray_job() and value and "://" not in str(value) and not Path(value).is_absolute():
+        raise MixemError(f"{option} {value} is relative, and `ray job submit` runs this in a temporary folder that "
+                         "is deleted afterwards; pass an absolute path.")
+
+
+def check_output_free(output: Path) -> None:
+    """A new sweep writes only into a folder that holds no results: another sweep's (sweep.json), or
+    results whose sweep.json is gone, or a training run's, are never adopted or overwritten."""
+    if output.exists() and not output.is_dir():
+        raise MixemError(f"--output {output} is a file; pass a folder.")
+    if (output / SETTINGS_FILE).exists():
+        raise MixemError(f"{output} already holds a sweep; pass --resume to continue it, or another --output.")
+    found = results_in(output, (*SWEEP_RESULTS, *RUN_FILES))
+    if found:
+        raise MixemError(f"{output} holds results ({', '.join(found)}) but no {SETTINGS_FILE}, so no sweep can "
+                         "continue them or write there; pass another --output.")
+
+
+def _check_writable(option: str, path: Path) -> None:
+    """``path`` is a folder this process can create or write: no file in its place or above it."""
+    for folder in (path, *path.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise MixemError(f"{option} {path}: {folder} is a file, not a folder; pass a folder path.")
+            if not os.access(folder, os.W_OK | os.X_OK):
+                raise MixemError(f"{option} {path}: {folder} is not writable by this user; pass a folder you can "
+                                 "write to.")
+            return
 
 
 def _check_data_dir(data_dir: str | None, dataset: str | None, address: str | None) -> None:
@@ -196,8 +247,9 @@ def _check_data_dir(data_dir: str | None, dataset: str | None, address: str | No
         raise MixemError(missing_data_dir_message(dataset, data_dir, download_flag=False))
 
 
-def _restored_args(args: argparse.Namespace, kind: str) -> argparse.Namespace:
-    """The arguments a sweep was started with (its sweep.json), with the flags of ``WHERE`` anew."""
+def _saved_settings(args: argparse.Namespace, kind: str) -> Settings:
+    """The settings a sweep was started with (its sweep.json, downloaded from storage for --resume-from),
+    checked as they were saved."""
     if args.output is None:
         raise MixemError("--resume and --resume-from need --output, the sweep's local folder.")
     settings_file = args.output / SETTINGS_FILE
@@ -206,39 +258,43 @@ def _restored_args(args: argparse.Namespace, kind: str) -> argparse.Namespace:
     if args.resume_from:
         if settings_file.exists():
             raise MixemError(f"{args.output} already holds a sweep; resume it with --resume, or pass another --output.")
+        check_output_free(args.output)
         source = Storage(args.resume_from).child(STORAGE_FOLDER)
         if not source.download(SETTINGS_FILE, args.output):
             raise MixemError(f"{args.resume_from} holds no sweep ({STORAGE_FOLDER}/{SETTINGS_FILE} is missing); pass "
                              "the folder the sweep printed at its start.")
         for name in (TRIALS_FILE, EPOCHS_FILE, BASELINES_FILE):
             source.download(name, args.output)
+    elif args.output.exists() and not args.output.is_dir():
+        raise MixemError(f"--output {args.output} is a file; pass the sweep's folder.")
     elif not settings_file.is_file():
         raise MixemError(f"There is no sweep to resume in {args.output} ({SETTINGS_FILE} is missing); pass the "
                          "--output of an earlier run, or --resume-from its storage folder.")
+    saved = read_settings(args.output, kind)
+    if moved is not None:
+        saved = replace(saved, storage=moved[0], name=moved[1])
+    return saved
+
+
+def read_settings(output: Path, kind: str) -> Settings:
+    """The checked settings of the ``kind`` of sweep in ``output``; a corrupt sweep.json is named, never used."""
+    settings_file = output / SETTINGS_FILE
     try:
-        saved = json.loads(settings_file.read_text())
-        if saved["kind"] != kind:
-            raise MixemError(f"{args.output} holds a {saved['kind']}, not a {kind}; resume it with the "
-                             "script that started it.")
-        restored = argparse.Namespace(**{**vars(args), **saved["args"]})
-        restored.name, restored.storage = saved["name"], saved["storage"]
-        if not (isinstance(restored.name, str) and isinstance(restored.storage, str)):
-            raise TypeError("name and storage must be text")
-        if moved is not None:
-            restored.storage, restored.name = moved
-    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as error:
-        raise MixemError(f"{settings_file} is corrupt ({error!r}); the sweep cannot be resumed.") from None
-    # A flag of WHERE given now is taken, even at its default value (--max-failures 0, --no-compile);
-    # without the list of given flags (a caller that built args itself), one that differs from its default.
-    given = getattr(args, "given", None)
-    for name in WHERE:
-        if name in given if given is not None else getattr(args, name) != vars(build_defaults()).get(name):
-            setattr(restored, name, getattr(args, name))
-    restored.data_dir = str(restored.data_dir) if restored.data_dir else None
-    restored.output, restored.resume = args.output, True
-    if restored.address is not None:
-        cluster.check_storage(restored.storage, shared=restored.storage_shared)
-    return restored
+        text = json.loads(settings_file.read_bytes().decode("utf-8"))
+        if isinstance(text, dict) and text.get("kind") in EXPERIMENTS and text["kind"] != kind:
+            raise MixemError(f"{output} holds a {text['kind']}, not a {kind}; resume it with the script that started "
+                             "it.")
+        saved = Settings.from_json(text, output)
+    except (ValueError, KeyError, TypeError, AttributeError) as error:  # UnicodeDecodeError is a ValueError
+        raise MixemError(f"{settings_file} is corrupt ({type(error).__name__}: {error}); the sweep cannot be "
+                         "resumed.") from None
+    except OSError as error:
+        raise MixemError(f"Cannot read {settings_file} ({error.strerror or error}); check its permissions.") from None
+    try:
+        check(saved)
+    except MixemError as error:
+        raise MixemError(f"{settings_file} is corrupt: {error}") from None
+    return saved
 
 
 def _split_experiment(path: str) -> tuple[str, str]:
@@ -253,17 +309,8 @@ def _split_experiment(path: str) -> tuple[str, str]:
     return storage, name
 
 
-def build_defaults() -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    add_run_arguments(parser)
-    return parser.parse_args([])
+def given_flags(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """The destinations of the options written out in ``argv`` (the parsers allow no abbreviations)."""
+    tokens = {token.split("=", 1)[0] for token in argv if token.startswith("--")}
+    return [action.dest for action in parser._actions if tokens & set(action.option_strings)]
 
-
-def base_overrides(args: argparse.Namespace) -> dict:
-    """Config fields every trial shares before --space: dataset, epochs, seed, and evaluation on
-    every ASHA rung (rungs fall on multiples of --grace-epochs)."""
-    base = {"dataset": args.dataset, "epochs": args.max_epochs, "seed": args.seed}
-    base["eval_every"] = getattr(args, "grace_epochs", None) or Config.for_dataset(args.dataset).eval.eval_every
-    if args.smoke_test:
-        base.update(SMOKE_FIXED)
-    return base

@@ -19,6 +19,7 @@ from mixem.errors import MixemError
 from mixem.presets import ABLATIONS
 from mixem.scores import metric_mode
 from tune.ray_internals import asha_bracket
+from tune.settings import Settings
 from tune.space import OptunaSpace, authors_point, check_config, grid_size, grid_space
 
 
@@ -72,11 +73,19 @@ def asha(metric: str, max_epochs: int, grace_epochs: int, reduction_factor: floa
     return scheduler
 
 
-def sweep_plan(args, fixed: dict, space: dict, concurrent: int, recorded: list[dict]) -> Plan:
+def make_plan(settings: Settings, fixed: dict, space: dict, concurrent: int, recorded: list[dict]) -> Plan:
+    """What Tune runs for ``settings``: a search, or an ablation."""
+    if settings.searches:
+        return sweep_plan(settings, fixed, space, concurrent, recorded)
+    return ablation_plan(settings, fixed, concurrent)
+
+
+def sweep_plan(settings: Settings, fixed: dict, space: dict, concurrent: int, recorded: list[dict]) -> Plan:
     """The searcher (Optuna's TPE, random draws, or the grid) and ASHA for ``tune/sweep.py``."""
-    scheduler = asha(args.metric, args.max_epochs, args.grace_epochs, args.reduction_factor, recorded)
-    if args.search == "grid":
-        repeats = args.num_samples or 1
+    search = settings.experiment
+    scheduler = asha(settings.metric, settings.max_epochs, search.grace_epochs, search.reduction_factor, recorded)
+    if search.search == "grid":
+        repeats = search.num_samples or 1
         return Plan({**fixed, **grid_space(space)}, _Grid(max_concurrent=concurrent), scheduler, repeats,
                     repeats * grid_size(space), list(space))
     import optuna
@@ -84,30 +93,30 @@ def sweep_plan(args, fixed: dict, space: dict, concurrent: int, recorded: list[d
     from ray.tune.search.optuna import OptunaSearch
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # not a line per study and trial
-    num_samples = args.num_samples or 16
-    seed = args.seed if args.search_seed is None else args.search_seed
+    num_samples = search.num_samples or 16
+    seed = settings.seed if search.search_seed is None else search.search_seed
     sampler = (TPESampler(seed=seed, n_startup_trials=tpe_startup_trials(num_samples))
-               if args.search == "optuna" else RandomSampler(seed=seed))
+               if search.search == "optuna" else RandomSampler(seed=seed))
     # The first trial is the authors' configuration, so that every search is measured against it.
-    searcher = OptunaSearch(space=OptunaSpace(space, fixed), metric=args.metric, mode=metric_mode(args.metric),
+    searcher = OptunaSearch(space=OptunaSpace(space, fixed), metric=settings.metric, mode=metric_mode(settings.metric),
                             sampler=sampler, points_to_evaluate=[authors_point(space, fixed)])
     return Plan({}, _Limiter(searcher, max_concurrent=concurrent), scheduler, num_samples, num_samples,
                 list(space))
 
 
-def check_ablation(args, fixed: dict) -> None:
+def check_ablation(settings: Settings, fixed: dict) -> None:
     """Every preset with the fixed fields makes a valid config, and --space fixes nothing a preset sets."""
     user_fixed = set(fixed) - {"dataset", "epochs", "seed", "eval_every", "kmeans_n_init", "interim_kmeans_n_init"}
-    for name in args.presets:
+    for name in settings.experiment.presets:
         clash = sorted(user_fixed & set(ABLATIONS[name]))
         if clash:
             raise MixemError(f"--space sets {', '.join(clash)}, which preset {name} defines; drop it from --space.")
-        check_config(args.dataset, {**fixed, **ABLATIONS[name]})
+        check_config(settings.dataset, {**fixed, **ABLATIONS[name]})
 
 
-def ablation_plan(args, fixed: dict, space: dict, concurrent: int, recorded: list[dict]) -> Plan:
+def ablation_plan(settings: Settings, fixed: dict, concurrent: int) -> Plan:
     """Every preset x seed once (a grid), no searcher, no early stopping, for ``tune/ablate.py``."""
-    param_space = {**fixed, "preset": {"grid_search": list(args.presets)},
-                   "seed": {"grid_search": [args.seed + i for i in range(args.seeds)]}}
-    return Plan(param_space, _Grid(max_concurrent=concurrent), None, 1, len(args.presets) * args.seeds,
-                ["preset", "seed"])
+    presets, seeds = settings.experiment.presets, settings.experiment.seeds
+    param_space = {**fixed, "preset": {"grid_search": list(presets)},
+                   "seed": {"grid_search": [settings.seed + i for i in range(seeds)]}}
+    return Plan(param_space, _Grid(max_concurrent=concurrent), None, 1, len(presets) * seeds, ["preset", "seed"])

@@ -32,14 +32,10 @@ import pyarrow.parquet as pq
 
 from mixem.config import FIELDS
 from mixem.errors import MixemError
-from mixem.files import HISTORY_FILE, write_atomic
+from mixem.files import BASELINES_FILE, EPOCHS_FILE, HISTORY_FILE, SETTINGS_FILE, TRIALS_FILE, write_atomic
 from mixem.scores import LOSS_TERMS, ORACLE_METRIC, SCORE_KEYS, metric_mode
 
-TRIALS_FILE = "trials.parquet"
-EPOCHS_FILE = "epochs.parquet"
-# The no-learning baselines of the sweep's dataset (mixem.baselines), written once when the sweep starts.
-BASELINES_FILE = "baselines.parquet"
-SETTINGS_FILE = "sweep.json"
+__all__ = ["BASELINES_FILE", "EPOCHS_FILE", "SETTINGS_FILE", "TRIALS_FILE"]  # names of mixem.files, used here
 # The files --resume needs, copied to this folder of the sweep's storage.
 STORAGE_FOLDER = "mixem"
 # epochs.parquet grows every epoch: its copy in storage is refreshed at most this often (and when a trial ends).
@@ -190,8 +186,25 @@ class Storage:
         return Storage("/".join([self.uri.rstrip("/"), *parts]))
 
     def upload(self, local: Path) -> None:
-        self.fs.create_dir(self.path, recursive=True)
-        pafs.copy_files(str(local), f"{self.path}/{local.name}", destination_filesystem=self.fs)
+        try:
+            self.fs.create_dir(self.path, recursive=True)
+            pafs.copy_files(str(local), f"{self.path}/{local.name}", destination_filesystem=self.fs)
+        except (pa.ArrowException, OSError) as error:  # a file where a folder should be, no permission, no bucket
+            raise MixemError(f"Cannot write {local.name} to the storage {self.uri} ({error}); check --storage and "
+                             "that this machine may write there.") from None
+
+    def check_writable(self) -> None:
+        """Write and delete a probe file here: a storage that cannot take the sweep's files is refused
+        before the sweep writes anything."""
+        probe = f"{self.path}/.mixem-write-check"
+        try:
+            self.fs.create_dir(self.path, recursive=True)
+            with self.fs.open_output_stream(probe) as stream:
+                stream.write(b"ok")
+            self.fs.delete_file(probe)
+        except (pa.ArrowException, OSError) as error:
+            raise MixemError(f"Cannot write to the storage {self.uri} ({error}); check --storage and that this "
+                             "machine may write there.") from None
 
     def download(self, name: str, local: Path) -> bool:
         """Copy ``name`` into the local folder ``local``; False when storage has no such file."""

@@ -22,6 +22,7 @@ from pathlib import Path
 from mixem.config import DATASETS, FIELDS, Config
 from mixem.errors import MixemError
 from mixem.presets import ABLATIONS
+from mixem.scores import SIMCLR_VARIANT, VALIDATION_KEYS, measured_by
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,9 @@ def read_space_args(tokens: list[str]) -> dict:
             raise MixemError(f"--space {token!r} is neither NAME=VALUE nor a JSON file; see --help.")
         try:
             loaded = json.loads(path.read_text())
+        except OSError as error:
+            raise MixemError(f"Cannot read --space file {path} ({error.strerror or error}); check its "
+                             "permissions.") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise MixemError(f"--space file {path} is not valid JSON ({error}); fix it or pass NAME=VALUE.") from None
         if not isinstance(loaded, dict):
@@ -161,6 +165,24 @@ def resolve_space(dataset: str, specs: dict, base: dict, *, search: bool) -> tup
         for value in values:
             check_config(dataset, {**fixed, name: value})
     return fixed, space
+
+
+def check_measurable(metric: str, dataset: str, fixed: dict, space: dict) -> None:
+    """A search ranks its trials by ``metric``: refuse one that some trial could never measure (a mixture-only
+    score with the SimCLR head; a validation loss with no validation images), rather than run it blind."""
+    def values(name: str) -> tuple:
+        if name in space:
+            param = space[name]
+            return param.values if isinstance(param, Choice) else (param.low, param.high) + (0.0,) * param.or_zero
+        return (Config.for_dataset(dataset, fixed).to_flat()[name],)
+
+    if any(not measured_by(metric, head) for head in values("head")):
+        raise MixemError(f"--metric {metric} needs the mixture head, and the SimCLR head (--space head) has no "
+                         f"mixture components to measure it with; search {SIMCLR_VARIANT}_acc or val_contrastive "
+                         "instead.")
+    if metric in VALIDATION_KEYS and 0 in values("val_fraction"):
+        raise MixemError(f"--metric {metric} is measured on the validation images, and --space val_fraction=0 holds "
+                         "none out; hold some out (e.g. val_fraction=0.05) or search a clustering score.")
 
 
 def check_config(dataset: str, overrides: dict) -> Config:

@@ -22,10 +22,8 @@ if __name__ == "__main__":  # `python tune/sweep.py`: make the project importabl
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tune.arguments import add_run_arguments
-from tune.plans import sweep_plan
-from tune.run import Experiment, main_of
-
-SWEEP = Experiment("sweep", "tune/sweep.py", search=True, check=lambda args, fixed: None, plan=sweep_plan)
+from tune.run import main_of
+from tune.settings import SEARCHERS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_run_arguments(parser)
     search = parser.add_argument_group("search")
-    search.add_argument("--search", choices=["optuna", "random", "grid"], default="optuna",
+    search.add_argument("--search", choices=SEARCHERS, default="optuna",
                         help="optuna: Optuna's TPE; random: random draws from the same space; grid: every "
                         "combination of each parameter's grid values (tune/space.py); default: %(default)s")
     search.add_argument("--num-samples", type=int,
@@ -64,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return main_of(build_parser(), SWEEP, argv)
+    return main_of(build_parser(), "sweep", argv)
 
 
 if __name__ == "__main__":

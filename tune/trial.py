@@ -23,12 +23,12 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from mixem.config import FIELDS, Config
 from mixem.errors import MixemError
+from mixem.files import scratch_folder
 from mixem.presets import ABLATIONS
 from mixem.scores import metric_mode
 from tune.ray_internals import TorchProcessGroup, set_progress_metrics, trainer_without_datasets_callback
@@ -41,6 +41,10 @@ TRIAL_ERROR = "trial_error"
 # the searcher get the trial's value; the epochs are recorded from the checkpoint, not from it.
 FROM_CHECKPOINT = "from_checkpoint"
 NAN = float("nan")
+# A trial's run folder lives in the worker's temporary folder, under this prefix, for the trial's lifetime only;
+# the folders of trials that were killed (ASHA's stop) are removed by the next trial on the node, and by the
+# sweep's driver at its end (mixem.files.scratch_folder).
+TRIAL_FOLDER_PREFIX = "mixem-trial-"
 # The trial driver only waits on its trainer. It must hold no CPU, or with as many trials as
 # CPUs the drivers take every CPU and the Train workers never start; Tune rejects a bundle of
 # nothing but zeros, so it asks for a little memory instead.
@@ -133,7 +137,8 @@ def train_worker(loop_config: dict) -> str | None:
             raise MixemError(f"This trial's workers each reserve {loop_config['gpus']:g} GPU, but on node "
                              f"{ray.util.get_node_ip_address()} {problem}; fix the node's NVIDIA driver or image, or "
                              "pass --gpus-per-worker 0 to train on CPUs.")
-        with tempfile.TemporaryDirectory(prefix="mixem-trial-") as out_dir:
+        with scratch_folder(TRIAL_FOLDER_PREFIX) as scratch:
+            out_dir = scratch / "run"
             # A worker that reserved GPUs trains on one or fails (mixem.device): never on the CPU.
             options = dict(data_dir=loop_config["data_dir"], report=report, progress=False,
                            compile=loop_config["compile"], device="cuda" if on_gpu else "cpu")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from mixem.scores import metric_mode
 from tune.ray_internals import replace_restored_plan
 from tune.recording import RecordResults
 from tune.results import STORAGE_FOLDER, ResultFiles
+from tune.settings import Settings
 from tune.trial import TrialResources, make_trainable
 
 
@@ -53,53 +55,68 @@ def load_callback(spec: str) -> tune.Callback:
     return callback
 
 
-def fit(args, experiment, plan, resources: TrialResources, concurrent: int, *, output: Path,
-        data_dir: str | None, callbacks: list) -> bool:
+def fit(settings: Settings, plan, resources: TrialResources, concurrent: int, *, output: Path,
+        data_dir: str | None, callbacks: list, resuming: bool) -> bool:
     """Run the sweep to its end, or until Ctrl+C or SIGTERM; True when it was stopped before then.
     ``callbacks`` are the user's (--callback): on a resume, those the sweep started with are kept."""
-    experiment_path = join_storage(args.storage, args.name)
+    experiment_path = settings.experiment_path
     train_storage = join_storage(experiment_path, "train")
+    placement = settings.placement
     trainable = make_trainable(resources, output=output, train_storage=train_storage, data_dir=data_dir,
-                               metric=args.metric, checkpoint_every=args.checkpoint_every,
-                               max_failures=args.max_failures, driver_node=ray.util.get_node_ip_address(),
-                               compile=args.compile)
-    callback = RecordResults(output, resources, args.metric, train_storage=train_storage,
+                               metric=settings.metric, checkpoint_every=settings.checkpoint_every,
+                               max_failures=placement.max_failures, driver_node=ray.util.get_node_ip_address(),
+                               compile=placement.compile)
+    callback = RecordResults(output, resources, settings.metric, train_storage=train_storage,
                              mirror=join_storage(experiment_path, STORAGE_FOLDER))
-    grid = " x the grid" if getattr(args, "search", "") == "grid" else ""
-    print(f"{experiment.kind} {args.name}: {plan.num_samples} trial(s){grid} on {args.dataset}, {args.max_epochs} "
-          f"epochs, up to {concurrent} at once, each {resources.workers} worker(s) x ({resources.cpus_per_worker:g} "
-          f"CPU, {resources.gpus_per_worker:g} GPU); results in {output}; storage {experiment_path} (on another "
-          f"machine: python {experiment.script} --resume-from {experiment_path} --output DIR)", file=sys.stderr)
-    if args.resume:
-        if not tune.Tuner.can_restore(experiment_path):
-            raise MixemError(f"Ray's experiment state in {experiment_path} is missing, so the sweep cannot be "
-                             "resumed; start it again with another --output.")
-        tuner = tune.Tuner.restore(experiment_path, trainable=trainable, resume_unfinished=True,
-                                   resume_errored=False, param_space=plan.param_space or None)
-        # The new search algorithm, scheduler and results callback carry this run's --max-concurrent,
-        # the rebuilt ASHA rungs and --output; the loggers and a user's callbacks are kept as restored.
-        replace_restored_plan(tuner, search_alg=plan.search_alg, scheduler=plan.scheduler, callback=callback,
-                              callback_type=RecordResults)
+    grid = " x the grid" if settings.searches and settings.experiment.search == "grid" else ""
+    elsewhere = command(settings.experiment.script, "--resume-from", experiment_path, "--output", "DIR")
+    print(f"{settings.kind} {settings.name}: {plan.num_samples} trial(s){grid} on {settings.dataset}, "
+          f"{settings.max_epochs} epochs, up to {concurrent} at once, each {resources.workers} worker(s) x "
+          f"({resources.cpus_per_worker:g} CPU, {resources.gpus_per_worker:g} GPU); results in {output}; storage "
+          f"{experiment_path} (on another machine: {elsewhere})", file=sys.stderr)
+    if resuming:
+        tuner = _restored_tuner(experiment_path, trainable, plan, callback)
     else:
-        tuner = tune.Tuner(
-            trainable,
-            param_space=plan.param_space,
-            tune_config=tune.TuneConfig(
-                metric=args.metric, mode=metric_mode(args.metric), search_alg=plan.search_alg,
-                scheduler=plan.scheduler, num_samples=plan.num_samples,
-                trial_name_creator=trial_name, trial_dirname_creator=trial_name,
-                # No actor reuse: a Ray Train trial's actor that ASHA stopped mid-training cannot be
-                # reset (Train implements no reset_config), and the trial handed it would error.
-                reuse_actors=False),
-            run_config=tune.RunConfig(
-                name=args.name, storage_path=args.storage,
-                callbacks=[callback, CSVLoggerCallback(), JsonLoggerCallback(), *callbacks],
-                # Train retries the workers from their checkpoint; the trial driver lives on this
-                # node, so a Tune-level retry would only repeat a trial that Train gave up on.
-                failure_config=tune.FailureConfig(max_failures=0), verbose=1),
-        )
+        tuner = _new_tuner(settings, trainable, plan, [callback, CSVLoggerCallback(), JsonLoggerCallback(), *callbacks])
     # Tune adds no logger of its own (it would add the TensorBoard one); the sweep added CSV and JSON.
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     tuner.fit()
     # Tune marks the trials it stops on Ctrl+C as terminated too: only the files tell which ended.
-    return len(ResultFiles.open(output, args.metric).trials) < plan.total_trials
+    return len(ResultFiles.open(output, settings.metric).trials) < plan.total_trials
+
+
+def command(*words: str) -> str:
+    """A command line to print for a user to paste: ``python`` and ``words``, each quoted for the shell."""
+    return shlex.join(["python", *map(str, words)])
+
+
+def _restored_tuner(experiment_path: str, trainable, plan, callback: RecordResults) -> tune.Tuner:
+    if not tune.Tuner.can_restore(experiment_path):
+        raise MixemError(f"Ray's experiment state in {experiment_path} is missing, so the sweep cannot be "
+                         "resumed; start it again with another --output.")
+    tuner = tune.Tuner.restore(experiment_path, trainable=trainable, resume_unfinished=True,
+                               resume_errored=False, param_space=plan.param_space or None)
+    # The new search algorithm, scheduler and results callback carry this run's --max-concurrent,
+    # the rebuilt ASHA rungs and --output; the loggers and a user's callbacks are kept as restored.
+    replace_restored_plan(tuner, search_alg=plan.search_alg, scheduler=plan.scheduler, callback=callback,
+                          callback_type=RecordResults)
+    return tuner
+
+
+def _new_tuner(settings: Settings, trainable, plan, callbacks: list) -> tune.Tuner:
+    return tune.Tuner(
+        trainable,
+        param_space=plan.param_space,
+        tune_config=tune.TuneConfig(
+            metric=settings.metric, mode=metric_mode(settings.metric), search_alg=plan.search_alg,
+            scheduler=plan.scheduler, num_samples=plan.num_samples,
+            trial_name_creator=trial_name, trial_dirname_creator=trial_name,
+            # No actor reuse: a Ray Train trial's actor that ASHA stopped mid-training cannot be
+            # reset (Train implements no reset_config), and the trial handed it would error.
+            reuse_actors=False),
+        run_config=tune.RunConfig(
+            name=settings.name, storage_path=settings.storage, callbacks=callbacks,
+            # Train retries the workers from their checkpoint; the trial driver lives on this
+            # node, so a Tune-level retry would only repeat a trial that Train gave up on.
+            failure_config=tune.FailureConfig(max_failures=0), verbose=1),
+    )
