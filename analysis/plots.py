@@ -23,16 +23,10 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, NullFormatter, NullLocator
 
 from analysis import rungs, stats
+from analysis.ablation_tables import LOSS_ROWS, component_runs
 from analysis.baselines import strongest
-from analysis.tables import (
-    LOSS_ROWS,
-    component_runs,
-    finished,
-    fixed_scores,
-    is_number,
-    searched_parameters,
-    value_text,
-)
+from analysis.search_tables import searched_parameters
+from analysis.tables import finished, fixed_scores, is_number, value_text
 from mixem.baselines import BASELINES
 from mixem.config import FIELDS
 from mixem.presets import ABLATIONS, COMPONENT_ABLATION, LOSS_ABLATION
@@ -141,7 +135,7 @@ def _accuracy_by_k(runs: pd.DataFrame, stage: str) -> dict[int, pd.Series]:
 
 def components_figure(trials: pd.DataFrame, stage: str, baselines: pd.DataFrame) -> Figure | None:
     """ACC of the reported clustering against K for the runs of the component-count table
-    (``tables.component_runs``: the ``k<K>`` presets, and ``mixem`` at a K none of them has), every
+    (``ablation_tables.component_runs``: the ``k<K>`` presets, and ``mixem`` at a K none of them has), every
     dataset with at least two K: one point per seed at its own K, the mean as a line, the strongest
     no-learning baseline for reference. K doubles in the ablation (10, 20, 40), so the axis is log2."""
     done = finished(trials)
@@ -329,7 +323,7 @@ def _difference_rows(ax, rows: pd.DataFrame) -> None:
 
 
 def differences_figure(table: pd.DataFrame) -> Figure | None:
-    """The rows of a comparison table (``analysis.tables.comparisons``) at a glance: each A - B as a point
+    """The rows of a comparison table (``analysis.ablation_tables.comparisons``) at a glance: each A - B as a point
     with its 95% interval (paired by seed) against a line at 0, coloured by its verdict; one axes per
     dataset, on one shared x axis. None when no row has a difference."""
     shown = table[table["diff"].notna()]

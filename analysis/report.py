@@ -26,21 +26,21 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
-from analysis import plots, rungs, selection, tables
+from analysis import ablation_tables, plots, rungs, search_tables, selection, stats, tables
 from analysis.baselines import baseline_table, load_baselines
 from analysis.best import best_trial, commands
 from analysis.runs import load_epochs, load_runs, resolve_metric
 from mixem.errors import MixemError
 from mixem.files import write_atomic
 from mixem.presets import ABLATIONS, COMPONENT_ABLATION, LOSS_ABLATION
-from mixem.scores import FIXED_VARIANT, ORACLE_METRIC, metric_mode
+from mixem.scores import FIXED_VARIANT, ORACLE_METRIC, metric_mode, reported_variant
 
 MARKDOWN_FILE = "report.md"
 LATEX_FILE = "report.tex"
-# Figures of the ablations, always under these names; a search's is SEARCH_FIGURE of its sweep and dataset.
-FIGURE_FILES = ("questions.png", "spread.png", "kmeans_spread.png", "components.png", "claims.png",
-                "learning_curves.png")
+# A search's figure is named after its sweep and dataset.
 SEARCH_FIGURE = "search_{sweep}_{dataset}.png"
+# The report's manifest: the files it wrote into its folder, the only ones a later report replaces or deletes.
+MANIFEST_FILE = ".report-files"
 TOP_TRIALS = 10
 CONFIRM_SEEDS = 3
 
@@ -95,24 +95,25 @@ def build_sections(trials: pd.DataFrame, epochs: pd.DataFrame, baselines: pd.Dat
 
     add("baselines", BASELINES_ABOUT, baseline_table(baselines))
     add("main", MAIN_ABOUT + (GIVEN_ABOUT if (trials["preset"] == "given").any() else ""),
-        tables.main_table(trials, stage, baselines))
-    questions = tables.questions_table(trials, baselines, stage)
-    add("questions", QUESTIONS_ABOUT, questions[tables.COMPARISON_COLUMNS],
+        ablation_tables.main_table(trials, stage, baselines))
+    questions = ablation_tables.questions_table(trials, baselines, stage)
+    add("questions", QUESTIONS_ABOUT, questions[ablation_tables.COMPARISON_COLUMNS],
         ("questions.png", plots.differences_figure(questions)))
-    loss = tables.loss_table(trials, stage)
+    loss = ablation_tables.loss_table(trials, stage)
     spread = ("spread.png", plots.spread_figure(trials, stage, baselines))
     add("loss", LOSS_ABOUT, loss, spread)
-    add("kmeans", KMEANS_ABOUT, tables.kmeans_table(trials, stage),
+    add("kmeans", KMEANS_ABOUT, ablation_tables.kmeans_table(trials, stage),
         ("kmeans_spread.png", plots.kmeans_spread_figure(trials, stage)))
-    add("components", COMPONENTS_ABOUT, tables.component_table(trials, stage),
+    add("components", COMPONENTS_ABOUT, ablation_tables.component_table(trials, stage),
         ("components.png", plots.components_figure(trials, stage, baselines)), *([spread] if loss.empty else []))
-    add("mixture", MIXTURE_ABOUT, tables.diagnostics_table(trials, stage))
-    claims = tables.claims_table(trials, baselines, stage)
-    add("claims", CLAIMS_ABOUT, claims[tables.COMPARISON_COLUMNS], ("claims.png", plots.differences_figure(claims)))
-    for sweep, dataset in tables.searches(trials):
-        sections += search_sections(*tables.search_runs(trials, epochs, sweep, dataset), baselines, sweep, dataset,
-                                    metric, stage)
-    add("cost", "Compute behind every row, trials of every status included.", tables.cost_table(trials))
+    add("mixture", MIXTURE_ABOUT, ablation_tables.diagnostics_table(trials, stage))
+    claims = ablation_tables.claims_table(trials, baselines, stage)
+    add("claims", CLAIMS_ABOUT, claims[ablation_tables.COMPARISON_COLUMNS],
+        ("claims.png", plots.differences_figure(claims)))
+    for sweep, dataset in search_tables.searches(trials):
+        sections += search_sections(*search_tables.search_runs(trials, epochs, sweep, dataset), baselines, sweep,
+                                    dataset, metric, stage)
+    add("cost", "Compute behind every row, trials of every status included.", ablation_tables.cost_table(trials))
     curves = plots.learning_curves_figure(trials, epochs)
     if curves is not None:
         sections.append(Section("curves", TITLES["curves"], [Text(CURVES_ABOUT), Plot("learning_curves.png", curves)]))
@@ -140,7 +141,7 @@ QUESTIONS_ABOUT = (
 LOSS_ABOUT = (
     "One loss term added per row (presets of `mixem.presets.LOSS_ABLATION`), term (ii) in the authors' code form "
     "(1 - max pi); the last row is full MIX'EM with term (ii) as the paper's entropy. Each row is its reported "
-    "clustering; the SimCLR head has no mixture components, so its row is `kmeans_z_l2`.")
+    f"clustering; the SimCLR head has no mixture components, so its row is `{reported_variant('simclr')}`.")
 KMEANS_ABOUT = (
     "Every clustering of every representation for the runs of `mixem` and `simclr`, none selected: k-means++ vs "
     "K-means initialised with the mixture components' means, raw vs L2-normalised, and argmax pi. Two rows that are "
@@ -158,10 +159,26 @@ CLAIMS_ABOUT = (
     "the questions above: (0) semantic categories emerge through pi: argmax pi of full MIX'EM beats argmax pi "
     "without the extra terms, and the no-learning baseline; (1) K-means initialised with the mixture components "
     "beats k-means++; (2) L2-normalised beats raw for SimCLR; (3) each loss term adds ACC, each row its reported "
-    "clustering (`kmeans_z_l2` for the SimCLR head).")
+    f"clustering (`{reported_variant('simclr')}` for the SimCLR head).")
 CURVES_ABOUT = (
     f"The contrastive loss (NT-Xent, the one term every preset shares) and the ACC of the reported clustering "
-    f"(`{FIXED_VARIANT}`; `kmeans_z_l2` for the SimCLR head) at each evaluated epoch, for every trial.")
+    f"(`{reported_variant('mixem')}`; `{reported_variant('simclr')}` for the SimCLR head) at each evaluated epoch, for "
+    "every trial.")
+
+
+def baseline_verdicts(trials: pd.DataFrame, baselines: pd.DataFrame, metric: str, stage: str) -> list[str]:
+    """The report's opening lines on whether training helped: each search's best finished trial against the
+    strongest no-learning baseline, and a warning for each method whose paired difference with it does not
+    hold (``ablation_tables.questions_table``)."""
+    lines = [search_tables.best_search_verdict(search_tables.search_trials(trials, sweep, dataset), baselines,
+                                               dataset, metric)
+             for sweep, dataset in search_tables.searches(trials)]
+    questions = ablation_tables.questions_table(trials, baselines, stage)
+    for _, row in questions[questions["question"] == "does training help?"].iterrows():
+        if row["verdict"] != stats.HOLDS:
+            lines.append(f"warning: on {row['dataset']}, {row['A']} ({row['A ACC']}) is not shown to beat "
+                         f"{row['B']} ({row['B ACC']}): the paired difference {row['A - B']} is {row['verdict']}.")
+    return [line for line in lines if line]
 
 
 def search_sections(runs: pd.DataFrame, epochs: pd.DataFrame, baselines: pd.DataFrame, sweep: str, dataset: str,
@@ -175,10 +192,10 @@ def search_sections(runs: pd.DataFrame, epochs: pd.DataFrame, baselines: pd.Data
         "Early-stopped trials ran fewer epochs, so their last values are not comparable with the finished "
         "trials'; the sensitivity, the importance, the plot and the selection at the common point compare "
         "trials at an epoch they all reached (docs/analysis.md, \"The common point\").")]
-    verdict = tables.best_search_verdict(runs, baselines, dataset, metric)
+    verdict = search_tables.best_search_verdict(runs, baselines, dataset, metric)
     if verdict:
         about.append(Text(verdict))
-    never = tables.never_tried(runs)
+    never = search_tables.never_tried(runs)
     about.append(Text(f"Terms this search never switched on: {_and(never)} (their weight was 0 in every trial), so "
                       "it says nothing about them." if never else "Every loss term was on in at least one trial."))
     return [Section("search", f"Search `{sweep}` on {dataset}", about),
@@ -189,7 +206,7 @@ def search_sections(runs: pd.DataFrame, epochs: pd.DataFrame, baselines: pd.Data
 
 
 def _top_trials(runs: pd.DataFrame, metric: str, stage: str) -> list:
-    top = tables.top_trials(runs, metric, stage, TOP_TRIALS)
+    top = search_tables.top_trials(runs, metric, stage, TOP_TRIALS)
     if top.empty:
         return [Text(f"No trial has a {stage} value of `{metric}`.")]
     return [Text(f"The {len(top)} best trials by {stage} `{metric}`, of any status (epochs says how long each ran), "
@@ -198,10 +215,10 @@ def _top_trials(runs: pd.DataFrame, metric: str, stage: str) -> list:
 
 def _sensitivity(runs: pd.DataFrame, epochs: pd.DataFrame, baselines: pd.DataFrame, sweep: str, dataset: str,
                  metric: str) -> list:
-    if len(runs) < tables.MIN_SEARCH_TRIALS:
+    if len(runs) < search_tables.MIN_SEARCH_TRIALS:
         return [Text(f"Left out: a rank correlation over {len(runs)} trials says nothing; it needs at least "
-                     f"{tables.MIN_SEARCH_TRIALS}.")]
-    sensitivity = tables.sensitivity_table(runs, epochs, metric)
+                     f"{search_tables.MIN_SEARCH_TRIALS}.")]
+    sensitivity = search_tables.sensitivity_table(runs, epochs, metric)
     if sensitivity.empty:
         return [Text("No config field varies among these trials: nothing to compare.")]
     common = rungs.common_epoch(runs, epochs, metric)
@@ -218,11 +235,11 @@ def _sensitivity(runs: pd.DataFrame, epochs: pd.DataFrame, baselines: pd.DataFra
         about = f"No epoch has a value of `{metric}` for {rungs.MIN_TRIALS} trials: no correlation."
     parts = [Text(about), Table(sensitivity)]
     reached = len(rungs.at_epoch(runs, epochs, metric, common)) if common is not None else 0
-    importance = tables.importance_table(runs, epochs, metric)
+    importance = search_tables.importance_table(runs, epochs, metric)
     if importance.empty:
         parts.append(Text(
             f"Importance (Optuna's fANOVA and mean-decrease-impurity evaluators) is left out: it needs at least "
-            f"{tables.MIN_IMPORTANCE_TRIALS} trials at the common point, and "
+            f"{search_tables.MIN_IMPORTANCE_TRIALS} trials at the common point, and "
             + (f"epoch {common} has {reached}." if common is not None else "there is none.")))
     else:
         parts += [Text(f"Importance of each searched value for `{metric}` at epoch {common} ({reached} trials), by "
@@ -247,9 +264,9 @@ def _best_configuration(runs: pd.DataFrame, dataset: str, metric: str) -> list:
 
 
 def _selection(runs: pd.DataFrame, epochs: pd.DataFrame, metric: str) -> list:
-    if len(runs) < tables.MIN_SEARCH_TRIALS:
+    if len(runs) < search_tables.MIN_SEARCH_TRIALS:
         return [Text(f"Left out: ranking {len(runs)} trials by a label-free score says nothing; it needs at least "
-                     f"{tables.MIN_SEARCH_TRIALS} trials.")]
+                     f"{search_tables.MIN_SEARCH_TRIALS} trials.")]
     parts = [Text("How well each label-free score would have picked among these trials, judged by ACC of the fixed "
                   "clustering: Spearman and Kendall of the score, oriented by its direction (`better`), with ACC "
                   "(1: the same ranking, -1: the reverse), the trial with the best score (`picks`), and the regret of "
@@ -317,11 +334,11 @@ def describe_runs(trials: pd.DataFrame, metric: str, stage: str) -> str:
     better = "higher" if metric_mode(metric) == "max" else "lower"
     return (f"Sweeps: {', '.join(sweeps)}. Searches are ranked by {_named(metric)} ({better} is better). Metrics "
             f"are read {when}. Every ACC, NMI and ARI is of one clustering fixed before any sweep ran, "
-            f"`{FIXED_VARIANT}` (K-means initialised with the mixture components' means, on the L2-normalised "
-            f"embedding z), or `kmeans_z_l2` for the SimCLR head, which has no mixture components; `{ORACLE_METRIC}`, "
-            "the best ACC of all variants picked with the test labels, appears only as the labelled oracle. An "
-            "ablation cell is mean ± std over the finished trials (seeds) of its row, std with ddof=1, and n the "
-            "number of trials. See docs/analysis.md.")
+            f"`{reported_variant('mixem')}` (K-means initialised with the mixture components' means, on the "
+            f"L2-normalised embedding z), or `{reported_variant('simclr')}` for the SimCLR head, which has no mixture "
+            f"components; `{ORACLE_METRIC}`, the best ACC of all variants picked with the test labels, appears only as "
+            "the labelled oracle. An ablation cell is mean ± std over the finished trials (seeds) of its row, std "
+            "with ddof=1, and n the number of trials. See docs/analysis.md.")
 
 
 def _named(metric: str) -> str:
@@ -425,25 +442,62 @@ def write_report(paths: list[str | Path], out: str | Path | None = None, stage: 
         raise MixemError(f"--out {out} is a file; pass a folder to write the report into.")
     sections = build_sections(trials, epochs, baselines, metric, stage)
     missing = not_shown(trials, baselines, metric)
-    header = [describe_runs(trials, metric, stage), *tables.baseline_verdicts(trials, baselines, metric, stage),
+    header = [describe_runs(trials, metric, stage), *baseline_verdicts(trials, baselines, metric, stage),
               *([missing] if missing else [])]
     plotted = {part.name: part.figure for section in sections for part in section.parts if isinstance(part, Plot)}
+    written = sorted([*plotted, LATEX_FILE, MARKDOWN_FILE])
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        earlier = _claim(out, written)
         for name, figure in plotted.items():
             write_atomic(out / name, partial(figure.savefig, format="png", dpi=110))
         write_atomic(out / LATEX_FILE, render_latex(sections, header))
         write_atomic(out / MARKDOWN_FILE, render_markdown(sections, header))
-        # A figure of an earlier report that this one does not draw would mislead; removed only once
-        # the new report is whole, so a failed write leaves the old report and its figures as they were.
-        stale = [out / name for name in FIGURE_FILES] + sorted(out.glob(SEARCH_FIGURE.format(sweep="*", dataset="*")))
-        for path in stale:
-            if path.name not in plotted:
-                path.unlink(missing_ok=True)
+        # A figure of an earlier report that this one does not draw would mislead; removed only once the new
+        # report is whole, so a failed write leaves the old report and its figures as they were. Only files an
+        # earlier report wrote (its manifest) are removed: a user's own components.png is never touched.
+        for name in sorted(set(earlier) - set(written)):
+            (out / name).unlink(missing_ok=True)
+        write_atomic(out / MANIFEST_FILE, _manifest_text(written))
     except OSError as error:
         raise MixemError(f"Cannot write the report into {out} ({error.strerror}); "
                          "pass --out a writable folder.") from None
     return out / MARKDOWN_FILE
+
+
+def _claim(out: Path, names: list[str]) -> list[str]:
+    """The files an earlier report wrote into ``out`` (its manifest), once ``names`` are known to be free to
+    write: a file of the same name that no report wrote is refused, never overwritten. The manifest then lists
+    the earlier files and ``names``, so a report interrupted while writing still knows its files."""
+    earlier = _read_manifest(out)
+    foreign = [name for name in names if (out / name).exists() and name not in earlier]
+    if foreign:
+        raise MixemError(f"{out / foreign[0]} exists and was not written by python -m analysis.report (it is not in "
+                         f"{out / MANIFEST_FILE}); move it away, or pass another --out.")
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / MANIFEST_FILE, _manifest_text(sorted({*earlier, *names})))
+    return earlier
+
+
+def _read_manifest(out: Path) -> list[str]:
+    path = out / MANIFEST_FILE
+    if not path.exists():
+        return []
+    try:
+        lines = path.read_bytes().decode("utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise MixemError(f"{path} cannot be read ({error}); delete it and the report files it lists, or pass "
+                         "another --out.") from None
+    names = [line for line in lines if line and not line.startswith("#")]
+    bad = [name for name in names if Path(name).name != name or name in (".", "..") or name == MANIFEST_FILE]
+    if bad:
+        raise MixemError(f"{path} is corrupt: {bad[0]!r} is not the name of a file of a report; delete it and the "
+                         "report files it lists, or pass another --out.")
+    return names
+
+
+def _manifest_text(names: list[str]) -> str:
+    return "# The files python -m analysis.report wrote here; it replaces or deletes only these.\n" + "".join(
+        f"{name}\n" for name in names)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,7 @@ finished trial's from the last epoch. Comparing those mixes training length into
   trial ended (ASHA's rungs and the last epoch), the common point, and the last epoch that still
   has ``MIN_TRIALS`` trials.
 
-Every function takes the trials and epochs of one search (``tables.search_runs``).
+Every function takes the trials and epochs of one search (``search_tables.search_runs``).
 """
 
 from __future__ import annotations

@@ -7,8 +7,10 @@ folders (an ablation and an Optuna search, say) load into one frame, told apart 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -16,7 +18,7 @@ import pyarrow.parquet as pq
 from mixem.config import LOSS_WEIGHTS
 from mixem.errors import MixemError
 from mixem.scores import FIXED_VARIANT, SCORE_KEYS
-from tune.results import EPOCHS_FILE, SETTINGS_FILE, TRIALS_FILE
+from tune.results import EPOCHS_FILE, SETTINGS_FILE, STATUSES, TRIALS_FILE
 
 CONFIG_COLUMNS = [f"config/{name}" for name in ("dataset", "seed", "head", "num_components", *LOSS_WEIGHTS,
                                                   "instance_form", "epochs")]
@@ -32,6 +34,13 @@ TEXT_COLUMNS = ("trial_id", "preset", "dataset", "status", "error")
 _FIX = "pass the --output folder of a tune/sweep.py or tune/ablate.py run"
 # The fix for a corrupt file of a sweep.
 RESTORE = "re-run the sweep, or restore the file from its copy in the sweep's --storage"
+# The values a column of a score (by the end of its name) or a count can hold; any other number column (a loss,
+# the learning rate) may be any finite number. A value outside is garbage no table should average.
+BOUNDS = {("_acc", "_nmi", "acc_max", "pi_max_mean", "component_purity"): (0.0, 1.0),
+          ("_ari", "_silhouette"): (-1.0, 1.0),
+          ("_seed_std",): (0.0, 1.0),
+          ("_seconds", "epochs", "components_used"): (0.0, float("inf")),
+          ("epoch",): (1.0, float("inf"))}
 
 
 def load_runs(*paths: str | Path) -> pd.DataFrame:
@@ -51,7 +60,8 @@ def load_runs(*paths: str | Path) -> pd.DataFrame:
     ``*_seconds`` are ``wall_seconds``, ``gpu_seconds`` (wall x GPUs held), ``cpu_seconds``.
     Raises MixemError (one sentence naming the fix) for a path that does not exist, a folder
     without trials, a folder given twice, a file that is not a sweep's, or one that is corrupt (a
-    column that holds text where numbers belong or numbers where text belongs, a trial twice).
+    column that holds text where numbers belong or numbers where text belongs, a trial or an epoch twice,
+    an unknown status, a value that is infinite or out of its range).
     """
     frames = []
     for label, file in _resolve(paths, TRIALS_FILE):
@@ -63,6 +73,10 @@ def load_runs(*paths: str | Path) -> pd.DataFrame:
         if repeated.any():  # a sweep writes each trial's row once
             raise MixemError(f"{file} is corrupt: trial {frame.loc[repeated, 'trial_id'].iloc[0]!r} appears twice "
                              f"in it; {RESTORE}.")
+        unknown = sorted(set(frame["status"]) - set(STATUSES))
+        if unknown:
+            raise MixemError(f"{file} is corrupt: status {unknown[0]!r} is none of {', '.join(STATUSES)}; {RESTORE}.")
+        _check_values(file, frame, TRIAL_COLUMNS)
         frames.append(frame.assign(sweep=label))
     trials = pd.concat(frames, ignore_index=True)
     return trials[["sweep", *(c for c in trials.columns if c != "sweep")]]
@@ -79,7 +93,16 @@ def load_epochs(*paths: str | Path) -> pd.DataFrame:
     this version does not read (``trial_seconds``, absent from older sweeps) are kept when present.
     Join to ``load_runs`` on (sweep, trial_id).
     """
-    frames = [_read(file, EPOCH_COLUMNS).assign(sweep=label) for label, file in _resolve(paths, EPOCHS_FILE)]
+    frames = []
+    for label, file in _resolve(paths, EPOCHS_FILE):
+        frame = _read(file, EPOCH_COLUMNS)
+        repeated = frame.duplicated(["trial_id", "epoch"])
+        if repeated.any():  # the sweep keeps one row per (trial, epoch): a repeat would count twice
+            first = frame[repeated].iloc[0]
+            raise MixemError(f"{file} is corrupt: epoch {first['epoch']} of trial {first['trial_id']!r} appears "
+                             f"twice in it; {RESTORE}.")
+        _check_values(file, frame, EPOCH_COLUMNS)
+        frames.append(frame.assign(sweep=label))
     epochs = pd.concat(frames, ignore_index=True)
     return epochs[["sweep", *(c for c in epochs.columns if c != "sweep")]]
 
@@ -138,6 +161,22 @@ def _read(file: Path, required: list[str]) -> pd.DataFrame:
             raise MixemError(f"{file} is corrupt: column {column} holds {held} where {expected} "
                              f"{'belongs' if expected == 'text' else 'belong'}; {RESTORE}.")
     return table.to_pandas()
+
+
+def _check_values(file: Path, frame: pd.DataFrame, required: list[str]) -> None:
+    """Every number column the analysis reads is finite and within what it can hold (``BOUNDS``)."""
+    for column in required:
+        if column in TEXT_COLUMNS or column.startswith("config/"):
+            continue
+        values = frame[column].dropna().astype(float)
+        low, high = next((bound for ends, bound in BOUNDS.items() if column.endswith(ends)), (-math.inf, math.inf))
+        bad = values[~np.isfinite(values) | (values < low - 1e-9) | (values > high + 1e-9)]
+        if not bad.empty:
+            allowed = "a finite number" if math.isinf(low) else f"between {low:g} and {high:g}"
+            shown = frame.loc[bad.index[0], column]
+            shown = shown.item() if hasattr(shown, "item") else shown  # -1, not np.int64(-1)
+            raise MixemError(f"{file} is corrupt: column {column} holds {shown!r} where {allowed} belongs; "
+                             f"{RESTORE}.")
 
 
 def _holds(kind: pa.DataType) -> str:

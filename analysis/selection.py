@@ -31,7 +31,7 @@ from pathlib import Path
 import pandas as pd
 from scipy.stats import kendalltau, spearmanr
 
-from analysis import rungs, tables
+from analysis import rungs, search_tables, tables
 from analysis.runs import load_epochs, load_runs, resolve_metric
 from mixem.errors import MixemError
 from mixem.scores import DIAGNOSTIC_KEYS, SCORE_KEYS, is_label_free, metric_mode
@@ -108,12 +108,12 @@ def search_points(runs: pd.DataFrame, epochs: pd.DataFrame, metric: str) -> dict
 
 
 def label_free_selection(trials: pd.DataFrame, epochs: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """``selection_table`` of every search (``tables.searches``) at each of its ``search_points``,
+    """``selection_table`` of every search (``search_tables.searches``) at each of its ``search_points``,
     one frame: columns sweep, dataset, point, then ``COLUMNS``. ``metric`` (the sweep's) only
     places the common point."""
     frames = []
-    for sweep, dataset in tables.searches(trials):
-        runs, runs_epochs = tables.search_runs(trials, epochs, sweep, dataset)
+    for sweep, dataset in search_tables.searches(trials):
+        runs, runs_epochs = search_tables.search_runs(trials, epochs, sweep, dataset)
         for point, (frame, stage) in search_points(runs, runs_epochs, metric).items():
             table = selection_table(frame, stage)
             frames.append(table.assign(sweep=sweep, dataset=dataset, point=point))

@@ -9,7 +9,7 @@ import pytest
 from matplotlib.lines import Line2D
 from scipy.stats import t
 
-from analysis import plots, tables
+from analysis import ablation_tables, plots
 from analysis.baselines import COLUMNS as BASELINE_COLUMNS
 from mixem.baselines import BASELINES
 from mixem.config import Config
@@ -128,7 +128,7 @@ def test_spread_figure_names_rows_in_words_and_draws_the_baseline():
     runs = pd.DataFrame([trial(preset, seed, acc) for preset, accs in (("simclr", [0.5, 0.6]), ("k20", [0.4]))
                          for seed, acc in enumerate(accs)])
     ax = plots.spread_figure(runs, "final", baselines("digits", {"pixels": [0.2, 0.3]})).axes[0]
-    assert [label.get_text() for label in ax.get_xticklabels()] == [tables.LOSS_ROWS["simclr"], "K = 20"]
+    assert [label.get_text() for label in ax.get_xticklabels()] == [ablation_tables.LOSS_ROWS["simclr"], "K = 20"]
     assert [list(points.get_offsets()[:, 1]) for points in scatters(ax)] == [[0.5, 0.6], [0.4]]
     assert np.allclose(dashed_lines(ax)[0].get_ydata(), 0.25)
     assert ax.get_ylabel() == "ACC of the reported clustering"
@@ -187,7 +187,7 @@ def comparison_table() -> pd.DataFrame:
             ("digits", "MIX'EM", "K-means on raw pixels", "inconclusive", 0.01, math.nan, math.nan, 1),
             ("digits", "SimCLR", "nothing paired", "inconclusive", math.nan, math.nan, math.nan, 0),
             ("cifar10", "MIX'EM", "SimCLR", "inconclusive", 0.02, -0.01, 0.05, 3)]
-    return tables.comparisons([{"dataset": dataset, "question": "?", "A": a, "B": b, "verdict": verdict,
+    return ablation_tables.comparisons([{"dataset": dataset, "question": "?", "A": a, "B": b, "verdict": verdict,
                                 "diff": diff, "low": low, "high": high, "n": n}
                                for dataset, a, b, verdict, diff, low, high, n in rows])
 
@@ -214,5 +214,5 @@ def test_differences_figure_draws_each_interval_against_zero_by_verdict():
 
 
 def test_differences_figure_is_none_without_a_difference():
-    assert plots.differences_figure(tables.comparisons([])) is None
+    assert plots.differences_figure(ablation_tables.comparisons([])) is None
     assert plots.differences_figure(comparison_table().iloc[[3]]) is None

@@ -16,7 +16,7 @@ import pytest
 
 from analysis import notebook
 from analysis.baselines import load_baselines
-from analysis.report import build_sections, main, not_shown, write_report
+from analysis.report import MANIFEST_FILE, build_sections, main, not_shown, write_report
 from analysis.runs import load_epochs, load_runs
 from mixem.errors import MixemError
 
@@ -40,6 +40,35 @@ def test_report_equals_the_golden_file(tmp_path):
     assert latex.count(r"\begin{tabular}") == text.count("\n|---")  # the same tables
     assert latex.count(r"\begin{verbatim}") == text.count("```bash")
     assert r"\end{document}" in latex
+
+
+def test_a_report_replaces_and_deletes_only_the_files_it_wrote(tmp_path, capsys):
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "notes.md").write_text("mine")
+    write_report(SWEEPS[:1], out)
+    written = sorted(path.name for path in out.iterdir() if path.name not in ("notes.md", MANIFEST_FILE))
+    listed = [line for line in (out / MANIFEST_FILE).read_text().splitlines() if not line.startswith("#")]
+    assert listed == written and "report.md" in listed and "components.png" in listed
+    # A figure an earlier report drew and this one does not is removed; the user's own files stay.
+    (out / "search_old_digits.png").write_bytes(b"old")
+    (out / MANIFEST_FILE).write_text((out / MANIFEST_FILE).read_text() + "search_old_digits.png\n")
+    write_report(SWEEPS[:1], out)
+    assert not (out / "search_old_digits.png").exists() and (out / "notes.md").read_text() == "mine"
+    # A same-named file no report wrote is refused, never overwritten, and nothing else is written.
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "components.png").write_bytes(b"my figure")
+    message = _error(capsys, SWEEPS[0], "--out", mine)
+    assert message == (f"error: {mine / 'components.png'} exists and was not written by python -m analysis.report "
+                       f"(it is not in {mine / MANIFEST_FILE}); move it away, or pass another --out.")
+    assert [path.name for path in mine.iterdir()] == ["components.png"]
+    assert (mine / "components.png").read_bytes() == b"my figure"
+    # A manifest naming a path outside its folder is corrupt, and nothing is deleted through it.
+    (out / MANIFEST_FILE).write_text("report.md\n../../notes.md\n")
+    message = _error(capsys, SWEEPS[0], "--out", out)
+    assert "is corrupt: '../../notes.md' is not the name of a file of a report" in message
+    assert (out / "notes.md").exists() and (out / "report.md").exists()
 
 
 def test_golden_report_shows_the_search_sections_and_no_oracle_choice():
@@ -188,6 +217,56 @@ def test_an_epochs_column_of_the_wrong_type_is_refused(tmp_path, capsys):
     assert "epochs.parquet lacks the columns eval_seconds, so" in _error(capsys, sweep)
     assert sorted(path.name for path in sweep.iterdir()) == ["baselines.parquet", "epochs.parquet", "sweep.json",
                                                              "trials.parquet"]
+
+
+@pytest.mark.parametrize(("column", "value", "allowed"), [
+    (f"final/{METRIC}", float("inf"), "between 0 and 1"), (f"best/{METRIC}", 1.7, "between 0 and 1"),
+    ("final/compinit_z_l2_ari", -3.0, "between -1 and 1"), ("final/val_loss", float("-inf"), "a finite number"),
+    ("wall_seconds", -5.0, "between 0 and inf"), ("epochs", -1, "between 0 and inf"),
+    ("final/pi_max_mean", 2.0, "between 0 and 1")])
+def test_a_trials_value_out_of_its_range_is_refused(tmp_path, capsys, column, value, allowed):
+    sweep = tmp_path / "search"
+    shutil.copytree(SWEEPS[1], sweep)
+    trials = pd.read_parquet(sweep / "trials.parquet")
+    trials.loc[trials.index[-1], column] = value
+    trials.to_parquet(sweep / "trials.parquet")
+    before = {path: path.read_bytes() for path in sweep.iterdir()}
+    message = _error(capsys, sweep, "--metric", METRIC)
+    assert message.startswith(f"error: {sweep / 'trials.parquet'} is corrupt: column {column} holds {value!r} where "
+                              f"{allowed} belongs; re-run")
+    assert {path: path.read_bytes() for path in sweep.iterdir()} == before
+
+
+def test_an_unknown_status_is_refused(tmp_path, capsys):
+    sweep = tmp_path / "search"
+    shutil.copytree(SWEEPS[1], sweep)
+    trials = pd.read_parquet(sweep / "trials.parquet")
+    trials.assign(status="done").to_parquet(sweep / "trials.parquet")
+    message = _error(capsys, sweep, "--metric", METRIC)
+    assert "is corrupt: status 'done' is none of finished, early_stopped, errored; re-run" in message
+
+
+def test_an_epoch_twice_and_an_epoch_out_of_range_are_refused(tmp_path, capsys):
+    sweep = tmp_path / "search"
+    shutil.copytree(SWEEPS[1], sweep)
+    epochs = pd.read_parquet(sweep / "epochs.parquet")
+    pd.concat([epochs, epochs.tail(1)]).to_parquet(sweep / "epochs.parquet")
+    last = epochs.iloc[-1]
+    message = _error(capsys, sweep)
+    assert (f"{sweep / 'epochs.parquet'} is corrupt: epoch {last['epoch']} of trial {last['trial_id']!r} appears "
+            "twice in it; re-run") in message
+    epochs.assign(epoch=epochs["epoch"] - 1).to_parquet(sweep / "epochs.parquet")
+    assert "is corrupt: column epoch holds 0 where between 1 and inf belongs" in _error(capsys, sweep)
+    epochs.assign(loss_contrastive=float("nan")).assign(**{METRIC: float("inf")}).to_parquet(sweep / "epochs.parquet")
+    assert f"is corrupt: column {METRIC} holds inf where between 0 and 1 belongs" in _error(capsys, sweep)
+
+
+def test_a_parquet_that_pandas_rewrote_is_read_alike(tmp_path):
+    sweep = tmp_path / "search"
+    shutil.copytree(SWEEPS[1], sweep)
+    before = load_runs(sweep)
+    pd.read_parquet(sweep / "trials.parquet").to_parquet(sweep / "trials.parquet")
+    pd.testing.assert_frame_equal(load_runs(sweep), before)
 
 
 def test_a_folder_given_twice_is_refused(tmp_path, capsys):

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from analysis import ablation_tables, plots, rungs, search_tables, tables
 from analysis import baselines as baselines_module
-from analysis import plots, rungs, tables
 from analysis.runs import EPOCH_COLUMNS, TRIAL_COLUMNS
 from mixem.config import Config
 from mixem.presets import ABLATIONS, LOSS_ABLATION
@@ -78,7 +78,7 @@ def test_loss_table_reports_the_fixed_variant_never_the_best_by_acc():
             for seed, acc in enumerate([0.6, 0.7, 0.8])]
     rows.append(trial("mixem", 0, metrics={"compinit_z_l2_acc": 0.512, "kmeans_z_l2_acc": 0.9, "acc_max": 0.95}))
     rows.append(trial("mixem", 1, status="errored", metrics={"compinit_z_l2_acc": 0.1}))  # not a seed of the row
-    table = tables.loss_table(frame(*rows), "final")
+    table = ablation_tables.loss_table(frame(*rows), "final")
     assert list(table["preset"]) == LOSS_ABLATION
     simclr, mixem = table.set_index("preset").loc["simclr"], table.set_index("preset").loc["mixem"]
     assert simclr["clustering"].startswith("kmeans_z_l2")
@@ -88,15 +88,15 @@ def test_loss_table_reports_the_fixed_variant_never_the_best_by_acc():
     assert (mixem["ACC"], mixem["NMI"]) == ("0.512 (n=1)", "—")
     entropy = table.set_index("preset").loc["entropy"]
     assert (entropy["clustering"], entropy["ACC"]) == ("compinit_z_l2 (fixed)", tables.NO_RUN)
-    assert set(tables.LOSS_ROWS) == set(LOSS_ABLATION)
+    assert set(ablation_tables.LOSS_ROWS) == set(LOSS_ABLATION)
     assert not hasattr(tables, "best_variant")
 
 
 def test_loss_table_leaves_out_datasets_without_ablation_runs():
     trials = frame(trial("mixem", dataset="digits", metrics={"compinit_z_l2_acc": 0.5}),
                    trial("", dataset="fashion-mnist", metrics={"compinit_z_l2_acc": 0.5}))
-    assert set(tables.loss_table(trials, "final")["dataset"]) == {"digits"}
-    assert tables.loss_table(frame(trial("", metrics={"compinit_z_l2_acc": 0.5})), "final").empty
+    assert set(ablation_tables.loss_table(trials, "final")["dataset"]) == {"digits"}
+    assert ablation_tables.loss_table(frame(trial("", metrics={"compinit_z_l2_acc": 0.5})), "final").empty
 
 
 def test_main_table_fixed_clusterings_oracle_paper_and_given():
@@ -111,12 +111,13 @@ def test_main_table_fixed_clusterings_oracle_paper_and_given():
         trial("given", 1, dataset="digits", w_entropy=3.0, metrics={"compinit_z_l2_acc": 0.6}),
     )
     baselines = baselines_frame("digits", pixels=[0.78, 0.80])
-    table = tables.main_table(trials, "final", baselines).set_index(["dataset", "method", "clustering"])
+    table = ablation_tables.main_table(trials, "final", baselines).set_index(["dataset", "method", "clustering"])
     assert table.loc[("digits", "no learning", "K-means on raw pixels"), "ACC"] == "0.790 ± 0.014 (n=2)"
     assert "no learning" not in set(table.loc["stl10"].index.get_level_values("method"))
     assert table.loc[("stl10", "MIX'EM", "compinit_z_l2 (fixed)"), "ACC"] == "0.800 ± 0.141 (n=2)"
     assert table.loc[("stl10", "MIX'EM", "compinit_z_l2 (fixed)"), "paper ACC"] == "0.78"
-    assert table.loc[("stl10", "MIX'EM", "compinit_z_l2 (fixed)"), tables.ORACLE_COLUMN] == "0.970 ± 0.028 (n=2)"
+    oracle = ablation_tables.ORACLE_COLUMN
+    assert table.loc[("stl10", "MIX'EM", "compinit_z_l2 (fixed)"), oracle] == "0.970 ± 0.028 (n=2)"
     assert table.loc[("stl10", "MIX'EM", "kmeans_z_l2 (k-means++ init)"), "paper ACC"] == ""
     simclr = table.loc[("stl10", "SimCLR")]
     assert list(simclr.index) == ["kmeans_z_l2 (fixed, no component init)", "kmeans_h_l2 (the paper's SimCLR baseline)"]
@@ -137,7 +138,7 @@ def test_kmeans_table_compares_every_clustering_and_drops_what_simclr_lacks():
                                            **dom(seed)})
              for seed, (k, c) in enumerate([(0.5, 0.8), (0.7, 0.8)])]
     simclr = trial("simclr", metrics={"kmeans_h_raw_acc": 0.4, "kmeans_h_l2_acc": 0.45})
-    table = tables.kmeans_table(frame(*mixem, simclr), "final")
+    table = ablation_tables.kmeans_table(frame(*mixem, simclr), "final")
     rows = table.set_index(["preset", "representation", "norm", "clustering"])
     assert rows.loc[("mixem", "z", "l2", "k-means++"), "ACC"] == "0.600 ± 0.141 (n=2)"
     assert rows.loc[("mixem", "z", "l2", "component-mean init"), "ACC"] == "0.800 ± 0.000 (n=2)"
@@ -152,7 +153,7 @@ def test_kmeans_table_compares_every_clustering_and_drops_what_simclr_lacks():
 def test_component_table_groups_by_k_fixed_variant_and_marks_a_missing_preset():
     rows = [trial("k10", seed, metrics={"compinit_z_l2_acc": acc}) for seed, acc in enumerate([0.6, 0.8])]
     rows.append(trial("k20", metrics={"kmeans_h_raw_acc": 0.55, "compinit_z_l2_acc": 0.5}))
-    table = tables.component_table(frame(*rows), "final")
+    table = ablation_tables.component_table(frame(*rows), "final")
     assert list(table["K"]) == [10, 20, 40]
     assert list(table["ACC"]) == ["0.700 ± 0.141 (n=2)", "0.500 (n=1)", tables.NO_RUN]
 
@@ -163,9 +164,9 @@ def test_component_table_counts_mixem_only_where_no_k_preset_ran():
     k10 = [trial("k10", seed, metrics={"compinit_z_l2_acc": acc}) for seed, acc in enumerate([0.6, 0.8])]
     mixem = [trial("mixem", seed, metrics={"compinit_z_l2_acc": 0.1}) for seed in range(3)]
     k20 = [trial("k20", metrics={"compinit_z_l2_acc": 0.5})]
-    both = tables.component_table(frame(*k10, *mixem, *k20), "final")
+    both = ablation_tables.component_table(frame(*k10, *mixem, *k20), "final")
     assert list(both["ACC"]) == ["0.700 ± 0.141 (n=2)", "0.500 (n=1)", tables.NO_RUN]
-    alone = tables.component_table(frame(*mixem, *k20), "final")
+    alone = ablation_tables.component_table(frame(*mixem, *k20), "final")
     assert list(alone["ACC"]) == ["0.100 ± 0.000 (n=3)", "0.500 (n=1)", tables.NO_RUN]
     figure = plots.components_figure(frame(*k10, *mixem, *k20), "final", NO_BASELINES)
     scatters = [c for c in figure.axes[0].collections if type(c).__name__ == "PathCollection"]
@@ -175,7 +176,7 @@ def test_component_table_counts_mixem_only_where_no_k_preset_ran():
 def test_cost_table_counts_every_status_in_hours():
     trials = frame(trial("mixem", 0, seconds=3600), trial("mixem", 1, seconds=1800, status="errored"),
                    trial("simclr", 0, seconds=900), trial("", 0, seconds=360, status="early_stopped"))
-    table = tables.cost_table(trials)
+    table = ablation_tables.cost_table(trials)
     assert list(table["run"]) == ["simclr", "mixem", "search", "total"]
     mixem = table.set_index("run").loc["mixem"]
     assert (mixem["trials"], mixem["epochs"]) == ("1 errored, 1 finished", 4)
@@ -196,8 +197,8 @@ def test_claims_are_paired_by_seed_with_an_interval_and_an_honest_verdict():
     mixture = [trial("mixture_only", seed, metrics={"argmax_pi_acc": 0.3, "compinit_z_l2_acc": 0.55})
                for seed in (0, 1, 2, 3)]  # seed 3 has no partner: left out of every pair
     baselines = baselines_frame("digits", pixels=[0.79, 0.80, 0.81])
-    claims = tables.claims_table(frame(*mixem, *simclr, *mixture), baselines, "final")
-    assert list(claims.columns) == [*tables.COMPARISON_COLUMNS, "diff", "low", "high", "n"]
+    claims = ablation_tables.claims_table(frame(*mixem, *simclr, *mixture), baselines, "final")
+    assert list(claims.columns) == [*ablation_tables.COMPARISON_COLUMNS, "diff", "low", "high", "n"]
     table = claims.set_index(["question", "A", "B"])
     zero = table.loc[("0 classes through pi", "mixem argmax pi", "mixture_only argmax pi")]
     assert (zero["verdict"], zero["n"], zero["A - B"]) == ("holds", 3, "+0.200 [+0.200, +0.200] (n=3)")
@@ -217,21 +218,21 @@ def test_questions_ask_whether_training_helped_and_mixem_beat_simclr():
     mixem = [trial("mixem", seed, metrics={"compinit_z_l2_acc": acc}) for seed, acc in enumerate([0.85, 0.86, 0.9])]
     simclr = [trial("simclr", seed, metrics={"kmeans_z_l2_acc": acc}) for seed, acc in enumerate([0.84, 0.86, 0.8])]
     baselines = baselines_frame("digits", pixels=[0.79, 0.80, 0.81], pixels_l2=[0.70, 0.70, 0.70])
-    table = tables.questions_table(frame(*mixem, *simclr), baselines, "final").set_index(["question", "A"])
+    table = ablation_tables.questions_table(frame(*mixem, *simclr), baselines, "final").set_index(["question", "A"])
     helped = table.loc[("does training help?", "MIX'EM")]
     assert helped["B"] == "K-means on raw pixels" and helped["verdict"] == "holds"  # the strongest baseline
     assert helped["diff"] == pytest.approx(np.mean([0.06, 0.06, 0.09]))
     versus = table.loc[("does MIX'EM beat SimCLR?", "MIX'EM")]
     assert versus["verdict"] == "inconclusive" and versus["n"] == 3
     assert list(table.reset_index()["question"]).count("does training help?") == 2
-    assert tables.questions_table(frame(*mixem), NO_BASELINES, "final").empty  # nothing to compare with
+    assert ablation_tables.questions_table(frame(*mixem), NO_BASELINES, "final").empty  # nothing to compare with
 
 
 def test_mixture_diagnostics_per_preset():
     rows = [trial("mixem", seed, metrics={"pi_max_mean": 0.2 + seed / 10, "components_used": 10,
                                           "component_purity": 0.5, "argmax_pi_acc": 0.4}) for seed in (0, 1)]
     rows.append(trial("simclr", metrics={"kmeans_z_l2_acc": 0.5}))  # no mixture: no row
-    table = tables.diagnostics_table(frame(*rows), "final").set_index("run")
+    table = ablation_tables.diagnostics_table(frame(*rows), "final").set_index("run")
     assert list(table.index) == ["mixem"]
     assert table.loc["mixem", "mean max pi"] == "0.250 ± 0.071 (n=2)"
     assert table.loc["mixem", "components used"] == "10.000 ± 0.000 (n=2)"
@@ -241,22 +242,22 @@ def test_a_search_says_which_terms_it_never_tried_and_whether_its_best_beat_the_
     rows = [trial("", seed, w_pull=0.0, w_push=p, metrics={"compinit_z_l2_acc": acc})
             for seed, (p, acc) in enumerate([(0.0, 0.7), (0.1, 0.85)])]
     search = frame(*rows)
-    assert tables.never_tried(search) == ["w_pull"]
+    assert search_tables.never_tried(search) == ["w_pull"]
     baselines = baselines_frame("digits", pixels=[0.79, 0.80, 0.81])
-    line = tables.best_search_verdict(search, baselines, "digits", "compinit_z_l2_acc")
+    line = search_tables.best_search_verdict(search, baselines, "digits", "compinit_z_l2_acc")
     assert "ACC 0.850, above the strongest no-learning baseline (K-means on raw pixels" in line
     worse = frame(trial("", metrics={"compinit_z_l2_acc": 0.7}))
-    assert tables.best_search_verdict(worse, baselines, "digits", "compinit_z_l2_acc").startswith("warning: ")
-    assert "no no-learning baseline recorded" in tables.best_search_verdict(search, NO_BASELINES, "digits",
+    assert search_tables.best_search_verdict(worse, baselines, "digits", "compinit_z_l2_acc").startswith("warning: ")
+    assert "no no-learning baseline recorded" in search_tables.best_search_verdict(search, NO_BASELINES, "digits",
                                                                             "compinit_z_l2_acc")
 
 
 def test_best_stage_reads_the_best_columns():
     trials = frame(trial("mixem", stage="best", metrics={"compinit_z_l2_acc": 0.9}))
-    assert tables.loss_table(trials, "best").set_index("preset").loc["mixem", "ACC"] == "0.900 (n=1)"
-    assert tables.loss_table(trials, "final").set_index("preset").loc["mixem", "ACC"] == "—"
+    assert ablation_tables.loss_table(trials, "best").set_index("preset").loc["mixem", "ACC"] == "0.900 (n=1)"
+    assert ablation_tables.loss_table(trials, "final").set_index("preset").loc["mixem", "ACC"] == "—"
     with pytest.raises(ValueError):
-        tables.loss_table(trials, "last")
+        ablation_tables.loss_table(trials, "last")
 
 
 def asha_search(accuracies_at_1: list[float], survivors: dict[int, float], errored: int | None = None):
@@ -293,7 +294,7 @@ def test_rungs_common_point_and_compared_epochs():
 
 def test_sensitivity_counts_early_stopped_trials_at_each_compared_epoch():
     trials, epochs = asha_search([0.3, 0.4, 0.5, 0.6, 0.7], {2: 0.8, 3: 0.6, 4: 0.9})
-    table = tables.sensitivity_table(trials, epochs, "compinit_z_l2_acc").set_index("parameter")
+    table = search_tables.sensitivity_table(trials, epochs, "compinit_z_l2_acc").set_index("parameter")
     assert list(table.index) == ["num_components", "w_entropy", "w_pull"]  # what varies, in config order
     assert list(table.columns) == ["values", "epoch 1 (n=5)", "epoch 3 (n=3)"]
     assert table.loc["w_entropy", "values"] == "0.5 to 2.5"
@@ -305,19 +306,19 @@ def test_sensitivity_counts_early_stopped_trials_at_each_compared_epoch():
 def test_importance_needs_enough_trials_at_the_common_point():
     accuracies = [0.40, 0.42, 0.45, 0.50, 0.52, 0.58, 0.60, 0.66, 0.70, 0.75]
     trials, epochs = asha_search(accuracies, {})
-    table = tables.importance_table(trials, epochs, "compinit_z_l2_acc").set_index("parameter")
-    for evaluator in tables.IMPORTANCE_EVALUATORS:
+    table = search_tables.importance_table(trials, epochs, "compinit_z_l2_acc").set_index("parameter")
+    for evaluator in search_tables.IMPORTANCE_EVALUATORS:
         assert float(table.loc["w_entropy", evaluator]) > 0.5 > float(table.loc["w_pull", evaluator])
-    few = trials.iloc[: tables.MIN_IMPORTANCE_TRIALS - 1]
-    assert tables.importance_table(few, epochs, "compinit_z_l2_acc").empty
+    few = trials.iloc[: search_tables.MIN_IMPORTANCE_TRIALS - 1]
+    assert search_tables.importance_table(few, epochs, "compinit_z_l2_acc").empty
 
 
 def test_top_trials_rank_by_the_metric_in_its_direction_any_status():
     trials, _ = asha_search([0.3, 0.75, 0.5, 0.6, 0.7], {2: 0.8, 3: 0.6, 4: 0.9})
-    top = tables.top_trials(trials, "compinit_z_l2_acc", "final", 3)
+    top = search_tables.top_trials(trials, "compinit_z_l2_acc", "final", 3)
     assert list(top.columns) == ["trial", "num_components", "w_entropy", "w_pull", "ACC", "NMI", "ARI", "epochs",
                                  "status"]
     assert list(top["ACC"]) == ["0.900", "0.800", "0.750"]  # the third stopped early at its rung
     assert list(top["status"]) == ["finished", "finished", "early_stopped"]
-    by_loss = tables.top_trials(trials, "val_loss", "final", 2)  # better lower: -0.9 first
+    by_loss = search_tables.top_trials(trials, "val_loss", "final", 2)  # better lower: -0.9 first
     assert list(by_loss["val_loss"]) == ["-0.900", "-0.800"] and list(by_loss["ACC"]) == ["0.900", "0.800"]
