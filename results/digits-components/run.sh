@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# When do MIX'EM's mixture components become classes at CPU scale? (about 1 hour on 2 CPU cores)
+# When do MIX'EM's mixture components become classes at CPU scale? (about 1.5 hours on 2 CPU cores)
 #   (a) search/: a TPE search of the term weights that shape pi (w_instance, far above the authors' 0.1, and
 #       w_entropy), lr and the temperature, K = 10, 60 epochs (about 360 steps), ranked by the ACC of argmax pi
 #       itself: how class-like the components are;
