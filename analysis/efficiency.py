@@ -32,7 +32,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import stats
-from analysis.runs import RESTORE, folders_of, load_epochs, load_runs, resolve_metric, sweep_settings
+from analysis.runs import RESTORE, folders_of, load_epochs, load_runs, resolve_metric, sweep_settings, value_bounds
 from mixem.errors import MixemError
 from mixem.scores import metric_mode
 from tune.results import SETTINGS_FILE
@@ -180,6 +180,10 @@ def main(argv: list[str] | None = None) -> int:
             raise MixemError(f"--target must be a finite number, not {args.target}.")
         searches = load_searches(args.folders)
         metric = resolve_metric(args.folders, args.metric)
+        low, high = value_bounds(metric)
+        if not low <= args.target <= high:
+            raise MixemError(f"--target {args.target:g} is outside what {metric} can take ({low:g} to {high:g}), so no "
+                             "search could reach it; pass a value in that range.")
         table = efficiency_table(searches, metric, args.target)
         # ASHA is replayed only where every trial ran to the end, so each rung's ranking is known.
         replays = {folder: (len(trials), replay_table(trials, epochs, metric))

@@ -108,8 +108,12 @@ def main(argv: list[str] | None = None) -> int:
         for path in args.files:
             if not path.is_file():
                 raise MixemError(f"{path} is not a file; pass Markdown files.")
+            try:
+                text = path.read_bytes().decode("utf-8")
+            except (OSError, UnicodeDecodeError) as error:
+                raise MixemError(f"{path} cannot be read as UTF-8 text ({error}); pass Markdown files.") from None
             new = regenerate(path)
-            if new != path.read_text():
+            if new != text:
                 stale.append(path)
                 if not args.check:
                     write_atomic(path, new)

@@ -163,13 +163,18 @@ def _read(file: Path, required: list[str]) -> pd.DataFrame:
     return table.to_pandas()
 
 
+def value_bounds(column: str) -> tuple[float, float]:
+    """The lowest and highest value a score or count named ``column`` can hold (``BOUNDS``)."""
+    return next((bound for ends, bound in BOUNDS.items() if column.endswith(ends)), (-math.inf, math.inf))
+
+
 def _check_values(file: Path, frame: pd.DataFrame, required: list[str]) -> None:
     """Every number column the analysis reads is finite and within what it can hold (``BOUNDS``)."""
     for column in required:
         if column in TEXT_COLUMNS or column.startswith("config/"):
             continue
         values = frame[column].dropna().astype(float)
-        low, high = next((bound for ends, bound in BOUNDS.items() if column.endswith(ends)), (-math.inf, math.inf))
+        low, high = value_bounds(column)
         bad = values[~np.isfinite(values) | (values < low - 1e-9) | (values > high + 1e-9)]
         if not bad.empty:
             allowed = "a finite number" if math.isinf(low) else f"between {low:g} and {high:g}"

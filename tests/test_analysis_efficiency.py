@@ -106,6 +106,10 @@ def test_the_command_prints_the_table_and_refuses_bad_input(tmp_path, capsys):
     for target in ("inf", "nan"):
         assert efficiency.main([str(grid), "--target", target]) == 2
         assert f"--target must be a finite number, not {float(target)}" in capsys.readouterr().err
+    for target in ("1.5", "-0.1"):  # no ACC reaches these: every search would "fail" for nothing
+        assert efficiency.main([str(grid), "--target", target]) == 2
+        assert (f"--target {float(target):g} is outside what compinit_z_l2_acc can take (0 to 1), so no search could "
+                "reach it") in capsys.readouterr().err
     with pytest.raises(SystemExit):  # a target taken from the results would be circular: there is no default
         efficiency.main([str(grid)])
     assert "--target" in capsys.readouterr().err

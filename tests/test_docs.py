@@ -39,3 +39,11 @@ def test_a_bad_block_spec_is_one_sentence(tmp_path, capsys):
     doc.write_text("<!-- generated: nonsense from here -->\n<!-- end generated -->\n")
     assert readme.main([str(doc)]) == 2
     assert "is not a kind of report section" in capsys.readouterr().err
+
+
+def test_a_file_that_is_not_utf8_is_one_sentence(tmp_path, capsys):
+    doc = tmp_path / "README.md"
+    doc.write_bytes(b"\xff\xfe not text")
+    assert readme.main([str(doc)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {doc} cannot be read as UTF-8 text (")
+    assert doc.read_bytes() == b"\xff\xfe not text"
