@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -107,7 +108,17 @@ def _read_cache(cache: Path | None) -> dict:
         known = json.loads(cache.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return {}
-    return known if isinstance(known, dict) else {}
+    if not isinstance(known, dict):
+        return {}
+    # A row edited or damaged by hand is recomputed, never reported: every score a finite number in its range.
+    return {key: row for key, row in known.items() if _valid_row(row)}
+
+
+def _valid_row(row) -> bool:
+    ranges = {"acc": (0.0, 1.0), "nmi": (0.0, 1.0), "ari": (-1.0, 1.0)}
+    return isinstance(row, dict) and all(
+        isinstance(row.get(name), int | float) and not isinstance(row.get(name), bool)
+        and math.isfinite(row[name]) and low <= row[name] <= high for name, (low, high) in ranges.items())
 
 
 def main(argv: list[str] | None = None) -> int:
