@@ -33,6 +33,8 @@ def test_concurrency_is_bounded_by_what_the_cluster_can_grow_to(capsys):
     cpu_only = trial_resources(1, 1, 0, "auto", UNKNOWN_EMPTY, local=False)
     assert max_concurrent_trials(cpu_only, None, UNKNOWN_EMPTY) == 8
     assert "--max-concurrent" in capsys.readouterr().err  # the guess from the nodes up is said to be one
+    assert max_concurrent_trials(cpu_only, None, UNKNOWN_EMPTY, local=True) == 8
+    assert capsys.readouterr().err == ""  # this machine's Ray cannot grow: nothing to warn of
 
 
 def test_node_types_from_ray_ups_bootstrap_config(tmp_path, monkeypatch):

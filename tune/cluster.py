@@ -228,15 +228,16 @@ def _check_fits(resources: TrialResources, capacity: Capacity, *, local: bool) -
                          "--cpus-per-worker or --workers-per-trial.")
 
 
-def max_concurrent_trials(resources: TrialResources, requested: int | None, capacity: Capacity) -> int:
+def max_concurrent_trials(resources: TrialResources, requested: int | None, capacity: Capacity, *,
+                          local: bool = False) -> int:
     """--max-concurrent, else as many trials as the cluster's CPUs and GPUs can hold at once, counted
-    on what it can grow to (at least one)."""
+    on what it can grow to (at least one). A ``local`` Ray (this machine) cannot grow: no warning."""
     if requested is not None:
         return requested
     fits = [capacity.cpus / resources.cpus] if resources.cpus else []
     if resources.gpus:
         fits.append(capacity.gpus / resources.gpus)
-    if not capacity.known:
+    if not capacity.known and not local:
         print("warning: the cluster's node types are unknown, so trials at once are sized on the nodes up now; "
               "pass --max-concurrent if the cluster will grow.", file=sys.stderr)
     return max(1, int(min(fits))) if fits else 1

@@ -160,7 +160,8 @@ def size_trials(settings: Settings, data_dir: str | None):
     resources = cluster.trial_resources(placement.workers_per_trial, placement.cpus_per_worker,
                                         placement.gpus_per_worker, placement.backend, capacity,
                                         local=placement.address is None)
-    concurrent = cluster.max_concurrent_trials(resources, placement.max_concurrent, capacity)
+    concurrent = cluster.max_concurrent_trials(resources, placement.max_concurrent, capacity,
+                                               local=placement.address is None)
     print(f"checking that {settings.dataset} loads where the trials will run...", file=sys.stderr)
     cluster.preflight(settings.dataset, data_dir, resources, capacity)
     resolved = {**asdict(resources), "max_concurrent": concurrent, "capacity": asdict(capacity)}
