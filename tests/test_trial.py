@@ -21,7 +21,7 @@ def test_a_worker_resumed_from_a_complete_checkpoint_reports_the_final_value(tmp
     monkeypatch.setattr(ray.train, "get_checkpoint",
                         lambda: ray.train.Checkpoint.from_directory(str(tmp_path / "run" / "checkpoint")))
     monkeypatch.setattr(ray.train, "report", lambda metrics, checkpoint=None: reports.append((metrics, checkpoint)))
-    error = train_worker({"config": config.to_flat(), "data_dir": None, "metric": METRIC, "checkpoint_every": 0,
+    error = train_worker({"config": config, "data_dir": None, "metric": METRIC, "checkpoint_every": 0,
                           "compile": False, "gpus": 0})
     assert error is None
     assert reports == [({"epoch": 1, METRIC: final[METRIC], FROM_CHECKPOINT: True}, None)]
@@ -35,7 +35,7 @@ def test_a_worker_that_reserved_a_gpu_without_cuda_fails_in_one_sentence(monkeyp
     monkeypatch.setattr(ray.train, "get_checkpoint", lambda: None)
     monkeypatch.setattr(ray.train, "report", lambda metrics, checkpoint=None: reports.append(metrics))
     config = Config.for_dataset("digits", {"epochs": 1})
-    error = train_worker({"config": config.to_flat(), "data_dir": "/nonexistent", "metric": METRIC,
+    error = train_worker({"config": config, "data_dir": "/nonexistent", "metric": METRIC,
                           "checkpoint_every": 0, "compile": False, "gpus": 1})
     assert error.startswith("This trial's workers each reserve 1 GPU, but on node ") and "--gpus-per-worker 0" in error
     assert error.count(". ") == 0 and error.endswith(".")  # one sentence

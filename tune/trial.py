@@ -112,7 +112,7 @@ def train_worker(loop_config: dict) -> str | None:
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU") if ray.is_initialized() else None
     if cpus:  # the CPUs Ray gave this worker, whatever OMP_NUM_THREADS the node exported
         set_cpu_threads(max(1, round(cpus)))
-    config = Config.from_flat(loop_config["config"])
+    config: Config = loop_config["config"]  # the validated Config itself: a dataclass pickles as it is
     metric, every = loop_config["metric"], loop_config["checkpoint_every"]
     # The searched metric at the latest evaluation (NaN before the first), and whether train reported.
     last = {"value": NAN, "epoch": 0, "reported": False}
@@ -192,7 +192,7 @@ def make_trainable(resources: TrialResources, *, output: Path, train_storage: st
         config = trial_config_to_config(trial_config).validate()
         trainer = trainer_class()(
             train_worker,
-            train_loop_config={"config": config.to_flat(), "data_dir": data_dir, "metric": metric,
+            train_loop_config={"config": config, "data_dir": data_dir, "metric": metric,
                                "checkpoint_every": checkpoint_every, "compile": compile,
                                "gpus": resources.gpus_per_worker},
             backend_config=TorchProcessGroup(backend=resources.backend),
