@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's main job (about 10 minutes on 2 cores): does training help on digits, and does MIX'EM beat
+# The README's main job (about 11 minutes on 2 cores): does training help on digits, and does MIX'EM beat
 # SimCLR there? A search of MIX'EM's weights that starts from the authors' configuration, beside SimCLR and the
 # authors' MIX'EM over 3 seeds, and K-means on the raw pixels (the no-learning baseline), then one report that
 # answers both questions with paired differences and 95% intervals. Extra arguments go to the search
