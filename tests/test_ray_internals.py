@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import pytest
 import ray
 
+from tests.environment import kept_environ
 from tune import ray_internals
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,24 +20,19 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def local_ray(tmp_path_factory):
-    saved = {name: os.environ.get(name) for name in ("HOME", "RAY_AUTH_MODE")}
-    # Without a token: Ray caches a token in this process, and the next module's Ray, under another HOME,
-    # would start its GCS expecting one there.
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    os.environ["HOME"] = str(tmp_path_factory.mktemp("home"))
-    temp_dir = tempfile.mkdtemp(dir="/tmp", prefix="mxi-")
-    from tune.cluster import free_port
+    with kept_environ("HOME", "RAY_AUTH_MODE"):
+        # Without a token: Ray caches a token in this process, and the next module's Ray, under another HOME,
+        # would start its GCS expecting one there.
+        os.environ["RAY_AUTH_MODE"] = "disabled"
+        os.environ["HOME"] = str(tmp_path_factory.mktemp("home"))
+        temp_dir = tempfile.mkdtemp(dir="/tmp", prefix="mxi-")
+        from tune.cluster import free_port
 
-    ray.init(address="local", num_cpus=1, include_dashboard=True, dashboard_port=free_port(), _temp_dir=temp_dir,
-             log_to_driver=False, logging_level="ERROR")
-    yield ray.get_runtime_context().gcs_address
-    ray.shutdown()
-    shutil.rmtree(temp_dir, ignore_errors=True)
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
+        ray.init(address="local", num_cpus=1, include_dashboard=True, dashboard_port=free_port(),
+                 _temp_dir=temp_dir, log_to_driver=False, logging_level="ERROR")
+        yield ray.get_runtime_context().gcs_address
+        ray.shutdown()
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def test_the_module_refuses_another_ray_version():
@@ -74,10 +70,14 @@ def test_an_orphaned_placement_group_is_removed(local_ray, monkeypatch):
     this_job = ray.get_runtime_context().get_job_id()
     monkeypatch.setattr(ray.util.state, "list_jobs",
                         lambda **kwargs: [SimpleNamespace(job_id=this_job, status="SUCCEEDED")])
-    assert remove_orphaned_placement_groups() == 1
-    table = ray.util.placement_group_table()
-    assert table[orphan.id.hex()]["state"] == "REMOVED" and table[detached.id.hex()]["state"] == "CREATED"
-    ray.util.remove_placement_group(detached)
+    try:
+        assert remove_orphaned_placement_groups() == 1
+        table = ray.util.placement_group_table()
+        assert table[orphan.id.hex()]["state"] == "REMOVED" and table[detached.id.hex()]["state"] == "CREATED"
+    finally:  # else the module's one CPU stays reserved and its next test waits for it forever
+        for group in (orphan, detached):
+            if ray.util.placement_group_table()[group.id.hex()]["state"] != "REMOVED":
+                ray.util.remove_placement_group(group)
 
 
 def test_asha_bracket_takes_results():

@@ -22,6 +22,7 @@ import pandas as pd
 import pytest
 
 from tests.callbacks import LOG_ENV
+from tests.environment import kept_environ
 from tune import cluster, sweep
 from tune.results import EPOCHS_FILE, TRIALS_FILE, epochs_schema, trials_schema
 from tune.trial import TRIAL_FOLDER_PREFIX
@@ -40,25 +41,20 @@ def local_ray(tmp_path_factory):
     # token under HOME: both are undone at the end, so the next module's Ray starts clean.
     # start_ray also sets variables that workers inherit: restored too.
     names = ("HOME", "PYTHONPATH", "RAY_AUTH_MODE", "RAY_API_SERVER_ADDRESS", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER",
-             *cluster.TRAIN_SETTINGS)
-    saved = {name: os.environ.get(name) for name in (*names, "TMPDIR")}
-    os.environ.pop("RAY_AUTH_MODE", None)
-    os.environ["HOME"] = str(tmp_path_factory.mktemp("home"))
-    # Unix socket paths must stay short, so the temp dir is a folder directly under /tmp.
-    temp_dir = tempfile.mkdtemp(dir="/tmp", prefix="mxs-")
-    # The workers' (and the driver's) temporary folder, where trials keep their run folders: this module's own.
-    os.environ["TMPDIR"] = str(tmp_path_factory.mktemp("scratch"))
-    saved_tempdir, tempfile.tempdir = tempfile.tempdir, None
-    cluster.start_ray(None, verbose=False, num_cpus=2, _temp_dir=temp_dir)  # the sweep's own way to start Ray
-    yield ray.get_runtime_context().gcs_address
-    ray.shutdown()
-    tempfile.tempdir = saved_tempdir
-    shutil.rmtree(temp_dir, ignore_errors=True)
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
+             "TMPDIR", *cluster.TRAIN_SETTINGS)
+    with kept_environ(*names):
+        os.environ.pop("RAY_AUTH_MODE", None)
+        os.environ["HOME"] = str(tmp_path_factory.mktemp("home"))
+        # Unix socket paths must stay short, so the temp dir is a folder directly under /tmp.
+        temp_dir = tempfile.mkdtemp(dir="/tmp", prefix="mxs-")
+        # The workers' (and the driver's) temporary folder, where trials keep their run folders: this module's own.
+        os.environ["TMPDIR"] = str(tmp_path_factory.mktemp("scratch"))
+        saved_tempdir, tempfile.tempdir = tempfile.tempdir, None
+        cluster.start_ray(None, verbose=False, num_cpus=2, _temp_dir=temp_dir)  # the sweep's own way to start Ray
+        yield ray.get_runtime_context().gcs_address
+        ray.shutdown()
+        tempfile.tempdir = saved_tempdir
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def read_results(output: Path) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -1,5 +1,7 @@
 """tune/trial.py's worker body, with Ray Train's two calls replaced: what it reports to Tune."""
 
+from pathlib import Path
+
 import pytest
 import ray.train
 import torch
@@ -9,6 +11,7 @@ from mixem.train import train
 from tune.trial import FROM_CHECKPOINT, TRIAL_ERROR, train_worker
 
 METRIC = "compinit_z_l2_acc"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_a_worker_resumed_from_a_complete_checkpoint_reports_the_final_value(tmp_path, monkeypatch):
@@ -18,6 +21,7 @@ def test_a_worker_resumed_from_a_complete_checkpoint_reports_the_final_value(tmp
     config = Config.for_dataset("digits", {"epochs": 1, "kmeans_n_init": 2})
     final = train(config, tmp_path / "run", progress=False)
     reports = []
+    monkeypatch.chdir(tmp_path)  # the worker moves to the temp folder; pytest's folder is restored after
     monkeypatch.setattr(ray.train, "get_checkpoint",
                         lambda: ray.train.Checkpoint.from_directory(str(tmp_path / "run" / "checkpoint")))
     monkeypatch.setattr(ray.train, "report", lambda metrics, checkpoint=None: reports.append((metrics, checkpoint)))
@@ -32,6 +36,7 @@ def test_a_worker_that_reserved_a_gpu_without_cuda_fails_in_one_sentence(monkeyp
     """A node type that advertises a GPU its torch cannot use: the trial fails at once with the reason,
     before any data is loaded or any epoch trained on the CPU."""
     reports = []
+    monkeypatch.chdir(ROOT)  # the worker moves to the temp folder; pytest's folder is restored after
     monkeypatch.setattr(ray.train, "get_checkpoint", lambda: None)
     monkeypatch.setattr(ray.train, "report", lambda metrics, checkpoint=None: reports.append(metrics))
     config = Config.for_dataset("digits", {"epochs": 1})

@@ -20,7 +20,7 @@ import ray
 
 from mixem.errors import MixemError
 from tune.ray_internals import autoscaler_node_groups, dashboard_address, placement_group_by_id
-from tune.trial import TrialResources, trains_on_gpu
+from tune.trial import TrialResources, leave_working_dir, trains_on_gpu
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 BOOTSTRAP_CONFIG = Path("~/ray_bootstrap_config.yaml")
@@ -322,6 +322,7 @@ def _preflight_checks(resources: TrialResources, capacity: Capacity) -> list[tup
 
 def _check_node(dataset: str, data_dir: str | None, gpus: float) -> dict:
     """On a worker node: its address, the device a worker there would train on, and what stops it (or None)."""
+    leave_working_dir()
     node = ray.util.get_node_ip_address()
     from mixem.data import load_dataset  # imports torch: on the worker node, not in this driver
     from mixem.device import cuda_problem, device_name, pick_device
@@ -343,6 +344,7 @@ def pixel_baselines(dataset: str, data_dir: str | None, resources: TrialResource
     max_iter), computed where a Train worker would run (where the data is), cached there."""
 
     def compute(name: str, folder: str | None, options: dict) -> list[dict]:
+        leave_working_dir()
         from mixem.baselines import dataset_baselines  # torch and scikit-learn: on the worker node
 
         return dataset_baselines(name, folder, **options)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,9 +99,19 @@ def trial_config_to_config(trial_config: dict) -> Config:
     return Config.for_dataset(fields["dataset"], {**fields, **preset})
 
 
+def leave_working_dir() -> None:
+    """Move this Ray worker out of the job's unpacked working dir (`ray job submit --working-dir`), where Ray
+    starts it: a node may unpack that folder again under it (on Ray's fake cluster every node unpacks into one
+    folder of one disk), and the next call that asks for the current folder fails (torch's imports do). Our
+    tasks need none of it: the code is on sys.path and every path they get is absolute. Called first by every
+    function of ours that Ray runs on a node."""
+    os.chdir(tempfile.gettempdir())
+
+
 def train_worker(loop_config: dict) -> str | None:
     """Body of every Ray Train worker of a trial: train its config, report each epoch to Ray. Returns
     the message of a MixemError that is not a divergence (Train hands rank 0's to ``run_trial``)."""
+    leave_working_dir()  # before torch's imports ask for the current folder
     import ray.train
 
     from mixem.device import cuda_problem, set_cpu_threads
