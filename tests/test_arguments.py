@@ -18,6 +18,18 @@ from tune.arguments import given_flags, settings_from_args
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def no_ray_started():
+    """Every refusal here comes before Ray starts; a test that started it would also leave its address in
+    this process's environment for the next module's Ray."""
+    before = {name: value for name, value in os.environ.items() if name.startswith("RAY_")}
+    yield
+    import ray
+
+    assert not ray.is_initialized()
+    assert {name: value for name, value in os.environ.items() if name.startswith("RAY_")} == before
+
+
 def error_of(main, capsys, argv) -> str:
     assert main(argv) == 2
     message = capsys.readouterr().err.strip()

@@ -85,12 +85,18 @@ def _sigterm_as_sigint(signum, frame) -> None:
 
 def check_trials(settings: Settings, fixed: dict, space: dict) -> None:
     """What the trials will train, before Ray starts: an ablation's presets, a search's metric, and on this
-    machine (a local Ray) a mixture head that fits its memory."""
+    machine (a local Ray) the CPUs a trial asks for and a mixture head that fits its memory."""
     if settings.searches:
         check_measurable(settings.metric, settings.dataset, fixed, space)
     else:
         check_ablation(settings, fixed)
     if settings.placement.address is None:
+        placement = settings.placement
+        cpus, available = placement.workers_per_trial * placement.cpus_per_worker, os.cpu_count() or 1
+        if cpus > available:  # the local Ray gets this machine's CPUs: no need to start it to know
+            raise MixemError(f"A trial needs {cpus:g} CPUs ({placement.workers_per_trial} worker(s) x "
+                             f"{placement.cpus_per_worker:g}) but this machine can have at most {available}; lower "
+                             "--cpus-per-worker or --workers-per-trial.")
         param = space.get("num_components")
         largest = max(param.values if hasattr(param, "values") else (param.high,)) if param else None
         config = Config.for_dataset(settings.dataset, {**fixed, **({"num_components": largest} if largest else {})})
