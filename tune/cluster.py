@@ -222,9 +222,15 @@ def _check_fits(resources: TrialResources, capacity: Capacity, *, local: bool) -
         raise MixemError(f"No node type can hold one Train worker of {resources.cpus_per_worker:g} CPUs and "
                          f"{resources.gpus_per_worker:g} GPUs (the node types: {largest}); lower --cpus-per-worker "
                          "or --gpus-per-worker.")
-    if (capacity.known or local) and resources.cpus > capacity.cpus:
-        raise MixemError(f"A trial needs {resources.cpus:g} CPUs ({resources.workers} worker(s) x "
-                         f"{resources.cpus_per_worker:g}) but {where} can have at most {capacity.cpus:g}; lower "
+    if capacity.known or local:
+        check_trial_cpus(resources.workers, resources.cpus_per_worker, capacity.cpus, where)
+
+
+def check_trial_cpus(workers: int, cpus_per_worker: float, available: float, where: str) -> None:
+    """A trial of ``workers`` x ``cpus_per_worker`` CPUs fits in the ``available`` CPUs of ``where``."""
+    if workers * cpus_per_worker > available:
+        raise MixemError(f"A trial needs {workers * cpus_per_worker:g} CPUs ({workers} worker(s) x "
+                         f"{cpus_per_worker:g}) but {where} can have at most {available:g}; lower "
                          "--cpus-per-worker or --workers-per-trial.")
 
 

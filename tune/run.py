@@ -91,12 +91,9 @@ def check_trials(settings: Settings, fixed: dict, space: dict) -> None:
     else:
         check_ablation(settings, fixed)
     if settings.placement.address is None:
-        placement = settings.placement
-        cpus, available = placement.workers_per_trial * placement.cpus_per_worker, os.cpu_count() or 1
-        if cpus > available:  # the local Ray gets this machine's CPUs: no need to start it to know
-            raise MixemError(f"A trial needs {cpus:g} CPUs ({placement.workers_per_trial} worker(s) x "
-                             f"{placement.cpus_per_worker:g}) but this machine can have at most {available}; lower "
-                             "--cpus-per-worker or --workers-per-trial.")
+        placement = settings.placement  # the local Ray gets this machine's CPUs: no need to start it to know
+        cluster.check_trial_cpus(placement.workers_per_trial, placement.cpus_per_worker, os.cpu_count() or 1,
+                                 "this machine")
         param = space.get("num_components")
         largest = max(param.values if hasattr(param, "values") else (param.high,)) if param else None
         config = Config.for_dataset(settings.dataset, {**fixed, **({"num_components": largest} if largest else {})})
