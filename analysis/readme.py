@@ -27,7 +27,7 @@ from pathlib import Path
 from analysis import efficiency
 from analysis.baselines import load_baselines
 from analysis.report import TITLES, Section, Table, Text, build_sections, markdown_table
-from analysis.runs import load_epochs, load_runs, resolve_metric
+from analysis.runs import load_epochs, load_runs, resolve_metric, search_metrics
 from mixem.errors import MixemError
 from mixem.files import write_atomic
 
@@ -55,7 +55,7 @@ def render_block(kinds: list[str], folders: list[Path]) -> str:
     """The Markdown of a block: each kind's tables (and its sections' first paragraph), in the order named."""
     trials, epochs, baselines = load_runs(*folders), load_epochs(*folders), load_baselines(*folders)
     metric = resolve_metric(folders, None)
-    sections = build_sections(trials, epochs, baselines, metric, "final")
+    sections = build_sections(trials, epochs, baselines, metric, "final", search_metrics(folders, None))
     parts = []
     for kind in kinds:
         if kind.startswith("efficiency "):

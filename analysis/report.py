@@ -29,7 +29,7 @@ from matplotlib.figure import Figure
 from analysis import ablation_tables, plots, rungs, search_tables, selection, stats, tables
 from analysis.baselines import baseline_table, load_baselines
 from analysis.best import best_trial, commands
-from analysis.runs import load_epochs, load_runs, resolve_metric
+from analysis.runs import load_epochs, load_runs, resolve_metric, search_metrics
 from mixem.errors import MixemError
 from mixem.files import write_atomic
 from mixem.presets import ABLATIONS, COMPONENT_ABLATION, LOSS_ABLATION
@@ -83,9 +83,10 @@ class Section:
 
 
 def build_sections(trials: pd.DataFrame, epochs: pd.DataFrame, baselines: pd.DataFrame, metric: str,
-                   stage: str) -> list[Section]:
+                   stage: str, ranked_by: dict[str, str] | None = None) -> list[Section]:
     """Every section of the report whose runs exist, in order: the baselines, the ablations and the
-    questions they answer, each search, the cost and the learning curves."""
+    questions they answer, each search, the cost and the learning curves. Each search is ranked by
+    ``metric``, or by its own entry of ``ranked_by`` (sweep label -> score, ``runs.search_metrics``)."""
     sections = []
 
     def add(key: str, about: str, table: pd.DataFrame, *figures: tuple[str, Figure | None]) -> None:
@@ -112,7 +113,7 @@ def build_sections(trials: pd.DataFrame, epochs: pd.DataFrame, baselines: pd.Dat
         ("claims.png", plots.differences_figure(claims)))
     for sweep, dataset in search_tables.searches(trials):
         sections += search_sections(*search_tables.search_runs(trials, epochs, sweep, dataset), baselines, sweep,
-                                    dataset, metric, stage)
+                                    dataset, (ranked_by or {}).get(sweep, metric), stage)
     add("cost", "Compute behind every row, trials of every status included.", ablation_tables.cost_table(trials))
     curves = plots.learning_curves_figure(trials, epochs)
     if curves is not None:
@@ -166,12 +167,13 @@ CURVES_ABOUT = (
     "every trial.")
 
 
-def baseline_verdicts(trials: pd.DataFrame, baselines: pd.DataFrame, metric: str, stage: str) -> list[str]:
-    """The report's opening lines on whether training helped: each search's best finished trial against the
-    strongest no-learning baseline, and a warning for each method whose paired difference with it does not
-    hold (``ablation_tables.questions_table``)."""
+def baseline_verdicts(trials: pd.DataFrame, baselines: pd.DataFrame, metric: str, stage: str,
+                      ranked_by: dict[str, str] | None = None) -> list[str]:
+    """The report's opening lines on whether training helped: each search's best finished trial (by
+    ``metric``, or its entry of ``ranked_by``) against the strongest no-learning baseline, and a warning for
+    each method whose paired difference with it does not hold (``ablation_tables.questions_table``)."""
     lines = [search_tables.best_search_verdict(search_tables.search_trials(trials, sweep, dataset), baselines,
-                                               dataset, metric)
+                                               dataset, (ranked_by or {}).get(sweep, metric))
              for sweep, dataset in search_tables.searches(trials)]
     questions = ablation_tables.questions_table(trials, baselines, stage)
     for _, row in questions[questions["question"] == "does training help?"].iterrows():
@@ -323,7 +325,7 @@ def not_shown(trials: pd.DataFrame, baselines: pd.DataFrame, metric: str) -> str
     return "Left out or empty for want of runs: " + "; ".join(items) + "." if items else None
 
 
-def describe_runs(trials: pd.DataFrame, metric: str, stage: str) -> str:
+def describe_runs(trials: pd.DataFrame, metric: str, stage: str, ranked_by: dict[str, str] | None = None) -> str:
     """The report's opening paragraph: where the runs come from and how cells read."""
     sweeps = []
     for sweep, runs in trials.groupby("sweep", sort=True):
@@ -331,14 +333,24 @@ def describe_runs(trials: pd.DataFrame, metric: str, stage: str) -> str:
     when = {"final": "at the last evaluation of each trial",
             "best": "at the evaluation where each sweep's --metric was best (picked with the labels when the metric "
                     "uses them, so optimistic)"}[stage]
-    better = "higher" if metric_mode(metric) == "max" else "lower"
-    return (f"Sweeps: {', '.join(sweeps)}. Searches are ranked by {_named(metric)} ({better} is better). Metrics "
+    searched = {sweep: (ranked_by or {}).get(sweep, metric) for sweep, _ in search_tables.searches(trials)}
+    if len(set(searched.values())) > 1:
+        ranking = "Each search is ranked by its own --metric: " + ", ".join(
+            f"`{sweep}` by {_named(score)} ({_better(score)} is better)" for sweep, score in searched.items())
+    else:
+        score = next(iter(searched.values()), metric)
+        ranking = f"Searches are ranked by {_named(score)} ({_better(score)} is better)"
+    return (f"Sweeps: {', '.join(sweeps)}. {ranking}. Metrics "
             f"are read {when}. Every ACC, NMI and ARI is of one clustering fixed before any sweep ran, "
             f"`{reported_variant('mixem')}` (K-means initialised with the mixture components' means, on the "
             f"L2-normalised embedding z), or `{reported_variant('simclr')}` for the SimCLR head, which has no mixture "
             f"components; `{ORACLE_METRIC}`, the best ACC of all variants picked with the test labels, appears only as "
             "the labelled oracle. An ablation cell is mean ± std over the finished trials (seeds) of its row, std "
             "with ddof=1, and n the number of trials. See docs/analysis.md.")
+
+
+def _better(metric: str) -> str:
+    return "higher" if metric_mode(metric) == "max" else "lower"
 
 
 def _named(metric: str) -> str:
@@ -435,14 +447,16 @@ def write_report(paths: list[str | Path], out: str | Path | None = None, stage: 
     searches ranked by ``metric`` (by default the first folder's --metric), and return the path of
     its Markdown file."""
     trials, epochs, baselines = load_runs(*paths), load_epochs(*paths), load_baselines(*paths)
+    ranked_by = search_metrics(paths, metric)
     metric = resolve_metric(paths, metric)
     first = Path(paths[0])
     out = Path(out) if out is not None else (first if first.is_dir() else first.parent)
     if out.exists() and not out.is_dir():
         raise MixemError(f"--out {out} is a file; pass a folder to write the report into.")
-    sections = build_sections(trials, epochs, baselines, metric, stage)
+    sections = build_sections(trials, epochs, baselines, metric, stage, ranked_by)
     missing = not_shown(trials, baselines, metric)
-    header = [describe_runs(trials, metric, stage), *baseline_verdicts(trials, baselines, metric, stage),
+    header = [describe_runs(trials, metric, stage, ranked_by),
+              *baseline_verdicts(trials, baselines, metric, stage, ranked_by),
               *([missing] if missing else [])]
     plotted = {part.name: part.figure for section in sections for part in section.parts if isinstance(part, Plot)}
     written = sorted([*plotted, LATEX_FILE, MARKDOWN_FILE])

@@ -214,6 +214,13 @@ def sweep_metric(folder: str | Path) -> str:
     return sweep_settings(folder)["args"].get("metric")
 
 
+def search_metrics(paths, metric: str | None) -> dict[str, str]:
+    """The score each sweep of ``paths`` is ranked by, by its label in ``load_runs``: ``metric`` for all when
+    given, else each sweep's own --metric (a SimCLR search is ranked by its own clustering, not by the mixture
+    head's of the folder before it); MixemError as ``resolve_metric``."""
+    return {label: resolve_metric([file.parent], metric) for label, file in _resolve(paths, TRIALS_FILE)}
+
+
 def resolve_metric(paths, metric: str | None) -> str:
     """``metric``, or the --metric of the first sweep folder (its sweep.json); MixemError if it is
     not a score of an evaluation (a key of ``SCORE_KEYS``)."""

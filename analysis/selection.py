@@ -48,8 +48,9 @@ def criteria(runs: pd.DataFrame, stage: str) -> list[str]:
 
 
 def selection_table(runs: pd.DataFrame, stage: str) -> pd.DataFrame:
-    """One row per label-free criterion (``criteria``) over ``runs`` (one row per trial, scores as
-    ``{stage}/<score>``; a trials frame, or ``rungs.at_epoch``'s with stage "at"): its direction
+    """One row per label-free criterion (``criteria``) that is not the same for every trial, over ``runs``
+    (one row per trial, scores as ``{stage}/<score>``; a trials frame, or ``rungs.at_epoch``'s with stage
+    "at"): its direction
     ("higher"/"lower"), the trials compared, oriented Spearman and Kendall with ACC, the trial it
     picks, that trial's ACC and the regret. Sorted by regret, then Spearman (best first)."""
     acc = tables.fixed_scores(runs, stage, "acc")
@@ -60,7 +61,9 @@ def selection_table(runs: pd.DataFrame, stage: str) -> pd.DataFrame:
         oriented = sign * runs[f"{stage}/{key}"]
         both = oriented.notna() & acc.notna()
         x, y = oriented[both], acc[both]
-        varied = x.nunique() > 1 and y.nunique() > 1
+        if x.nunique() < 2:  # the same for every trial (a term the head lacks): it ranks nothing and picks no one
+            continue
+        varied = y.nunique() > 1
         pick = x.idxmax() if both.any() else None  # among the trials whose pick can be judged
         picked_acc = acc[pick] if pick is not None else math.nan
         rows.append({"criterion": key, "better": "higher" if sign > 0 else "lower", "trials": int(both.sum()),

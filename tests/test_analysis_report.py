@@ -5,6 +5,7 @@ After an intended change to the report, rewrite the golden file with
 ``MIXEM_UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/test_analysis_report.py`` and review its diff.
 """
 
+import json
 import os
 import shutil
 import subprocess
@@ -149,6 +150,27 @@ def test_metric_flag_ranks_the_searches(tmp_path):
     top = lines[lines.index(next(line for line in lines if line.startswith("|---"))) + 1]  # the first row
     best = load_runs(SWEEPS[1]).sort_values("final/val_loss").iloc[0]
     assert top.startswith(f"| {best['trial_id']} |")
+
+
+def test_each_search_is_ranked_by_its_own_metric(tmp_path):
+    # A SimCLR search is run with --metric kmeans_z_l2_acc: reported beside a MIX'EM search, it is ranked by
+    # that, not by the first folder's compinit_z_l2_acc (which its trials may lack: an empty table before).
+    other = tmp_path / "search-other"
+    shutil.copytree(SWEEPS[1], other)
+    settings = json.loads((other / "sweep.json").read_text())
+    settings["args"]["metric"] = "val_loss"
+    (other / "sweep.json").write_text(json.dumps(settings))
+    assert main([str(SWEEPS[1]), str(other), "--out", str(tmp_path / "report")]) == 0
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert f"`search` by `{METRIC}` (higher is better), `search-other` by `val_loss` (lower is better)" in text
+    tops = [part.splitlines() for part in text.split("### Top trials")[1:]]
+    firsts = [lines[lines.index(next(line for line in lines if line.startswith("|---"))) + 1] for lines in tops]
+    runs = load_runs(SWEEPS[1])  # the top trials are of any status
+    assert firsts[0].startswith(f"| {runs.sort_values(f'final/{METRIC}').iloc[-1]['trial_id']} |")
+    assert firsts[1].startswith(f"| {runs.sort_values('final/val_loss').iloc[0]['trial_id']} |")
+    # --metric still ranks every search by one score
+    assert main([str(SWEEPS[1]), str(other), "--out", str(tmp_path / "one"), "--metric", "val_loss"]) == 0
+    assert "Searches are ranked by `val_loss` (lower is better)" in (tmp_path / "one" / "report.md").read_text()
 
 
 def _error(capsys, *args) -> str:

@@ -59,6 +59,13 @@ def test_a_criterion_missing_for_some_trials_picks_among_the_others():
     assert row["regret"] == pytest.approx(0.1)  # it picks the 0.7 trial; the best, 0.8, still counts
 
 
+def test_a_criterion_the_same_for_every_trial_is_left_out():
+    # A SimCLR head records its mixture terms as 0 in every trial: such a score ranks nothing, and its "pick"
+    # (the first trial) would show a regret that no criterion earned.
+    trials = search(val_loss=[4.0, 3.0, 2.0, 1.0], val_pull=[0.0, 0.0, 0.0, 0.0], val_push=[0.3, 0.3, 0.3, math.nan])
+    assert list(selection.selection_table(trials, "final")["criterion"]) == ["val_loss"]
+
+
 def test_simclr_trials_are_judged_by_kmeans_z_l2():
     trials = frame(*(trial("", head="simclr", metrics={"kmeans_z_l2_acc": acc, "compinit_z_l2_acc": 1 - acc,
                                                       "val_loss": -acc}) for acc in ACC))
