@@ -6,8 +6,8 @@
     python -m analysis.report sweeps/fashion-mnist --stage best          # metrics at the best epoch
 
 Writes ``OUT/report.md``, ``OUT/report.tex`` and one PNG per figure; ``OUT`` is the first folder
-unless ``--out`` names another. Searches are ranked by ``--metric``, by default the first folder's
-(its sweep.json). Only the sections whose runs exist are written; a line at the top names the runs
+unless ``--out`` names another. Each search is ranked by the --metric it was run with (its sweep.json),
+or all by ``--metric`` when given. Only the sections whose runs exist are written; a line at the top names the runs
 that would add the others. Every flag is checked and every table and figure computed before
 anything is written, and each file is replaced whole, so bad input leaves earlier results as they
 were. The report holds no timestamp or machine path: the same sweep output gives the same report.
@@ -444,7 +444,7 @@ def render_latex(sections: list[Section], header: list[str]) -> str:
 def write_report(paths: list[str | Path], out: str | Path | None = None, stage: str = "final",
                  metric: str | None = None) -> Path:
     """Build the report of the sweep folders ``paths`` into ``out`` (the first folder by default),
-    searches ranked by ``metric`` (by default the first folder's --metric), and return the path of
+    each search ranked by ``metric``, by default by its own --metric, and return the path of
     its Markdown file."""
     trials, epochs, baselines = load_runs(*paths), load_epochs(*paths), load_baselines(*paths)
     ranked_by = search_metrics(paths, metric)
@@ -520,8 +520,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sweeps", nargs="+", metavar="DIR",
                         help="sweep output folders (--output of tune/sweep.py or tune/ablate.py), read together")
     parser.add_argument("--out", type=Path, help="folder to write the report into (default: the first DIR)")
-    parser.add_argument("--metric", help="score to rank searches by, a key of mixem.scores.METRIC_KEYS or "
-                        "VALIDATION_KEYS (default: the first DIR's --metric, from its sweep.json)")
+    parser.add_argument("--metric", help="score to rank every search by, a key of mixem.scores.METRIC_KEYS or "
+                        "VALIDATION_KEYS (default: each search by its own --metric, from its sweep.json)")
     parser.add_argument("--stage", choices=tables.STAGES, default="final",
                         help="read metrics at the last evaluation (final) or at the evaluation where the sweep's "
                              "--metric was best (best) (default: %(default)s)")
