@@ -55,7 +55,7 @@ def render_block(kinds: list[str], folders: list[Path]) -> str:
     """The Markdown of a block: each kind's tables (and its sections' first paragraph), in the order named."""
     trials, epochs, baselines = load_runs(*folders), load_epochs(*folders), load_baselines(*folders)
     metric = resolve_metric(folders, None)
-    sections = build_sections(trials, epochs, baselines, metric, "final", search_metrics(folders, None))
+    sections = build_sections(trials, epochs, baselines, metric, "final", search_metrics(folders, None, trials))
     parts = []
     for kind in kinds:
         if kind.startswith("efficiency "):

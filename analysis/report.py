@@ -113,7 +113,7 @@ def build_sections(trials: pd.DataFrame, epochs: pd.DataFrame, baselines: pd.Dat
         ("claims.png", plots.differences_figure(claims)))
     for sweep, dataset in search_tables.searches(trials):
         sections += search_sections(*search_tables.search_runs(trials, epochs, sweep, dataset), baselines, sweep,
-                                    dataset, (ranked_by or {}).get(sweep, metric), stage)
+                                    dataset, _ranked_by(sweep, metric, ranked_by), stage)
     add("cost", "Compute behind every row, trials of every status included.", ablation_tables.cost_table(trials))
     curves = plots.learning_curves_figure(trials, epochs)
     if curves is not None:
@@ -173,7 +173,7 @@ def baseline_verdicts(trials: pd.DataFrame, baselines: pd.DataFrame, metric: str
     ``metric``, or its entry of ``ranked_by``) against the strongest no-learning baseline, and a warning for
     each method whose paired difference with it does not hold (``ablation_tables.questions_table``)."""
     lines = [search_tables.best_search_verdict(search_tables.search_trials(trials, sweep, dataset), baselines,
-                                               dataset, (ranked_by or {}).get(sweep, metric))
+                                               dataset, _ranked_by(sweep, metric, ranked_by))
              for sweep, dataset in search_tables.searches(trials)]
     questions = ablation_tables.questions_table(trials, baselines, stage)
     for _, row in questions[questions["question"] == "does training help?"].iterrows():
@@ -333,7 +333,7 @@ def describe_runs(trials: pd.DataFrame, metric: str, stage: str, ranked_by: dict
     when = {"final": "at the last evaluation of each trial",
             "best": "at the evaluation where each sweep's --metric was best (picked with the labels when the metric "
                     "uses them, so optimistic)"}[stage]
-    searched = {sweep: (ranked_by or {}).get(sweep, metric) for sweep, _ in search_tables.searches(trials)}
+    searched = {sweep: _ranked_by(sweep, metric, ranked_by) for sweep, _ in search_tables.searches(trials)}
     if len(set(searched.values())) > 1:
         ranking = "Each search is ranked by its own --metric: " + ", ".join(
             f"`{sweep}` by {_named(score)} ({_better(score)} is better)" for sweep, score in searched.items())
@@ -347,6 +347,12 @@ def describe_runs(trials: pd.DataFrame, metric: str, stage: str, ranked_by: dict
             f"components; `{ORACLE_METRIC}`, the best ACC of all variants picked with the test labels, appears only as "
             "the labelled oracle. An ablation cell is mean ± std over the finished trials (seeds) of its row, std "
             "with ddof=1, and n the number of trials. See docs/analysis.md.")
+
+
+def _ranked_by(sweep: str, metric: str, ranked_by: dict[str, str] | None) -> str:
+    """The score the search ``sweep`` is ranked by: its entry of ``ranked_by`` (``runs.search_metrics``), else
+    ``metric``."""
+    return (ranked_by or {}).get(sweep, metric)
 
 
 def _better(metric: str) -> str:
@@ -447,7 +453,7 @@ def write_report(paths: list[str | Path], out: str | Path | None = None, stage: 
     each search ranked by ``metric``, by default by its own --metric, and return the path of
     its Markdown file."""
     trials, epochs, baselines = load_runs(*paths), load_epochs(*paths), load_baselines(*paths)
-    ranked_by = search_metrics(paths, metric)
+    ranked_by = search_metrics(paths, metric, trials)
     metric = resolve_metric(paths, metric)
     first = Path(paths[0])
     out = Path(out) if out is not None else (first if first.is_dir() else first.parent)

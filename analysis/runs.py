@@ -214,11 +214,16 @@ def sweep_metric(folder: str | Path) -> str:
     return sweep_settings(folder)["args"].get("metric")
 
 
-def search_metrics(paths, metric: str | None) -> dict[str, str]:
-    """The score each sweep of ``paths`` is ranked by, by its label in ``load_runs``: ``metric`` for all when
-    given, else each sweep's own --metric (a SimCLR search is ranked by its own clustering, not by the mixture
-    head's of the folder before it); MixemError as ``resolve_metric``."""
-    return {label: resolve_metric([file.parent], metric) for label, file in _resolve(paths, TRIALS_FILE)}
+def search_metrics(paths, metric: str | None, trials: pd.DataFrame) -> dict[str, str]:
+    """The --metric each search among ``paths`` was run with, by its label in ``trials`` (``load_runs``), so that
+    a SimCLR search is ranked by its own clustering and not by the first folder's; empty when ``metric`` is given
+    (it ranks them all). A search folder without a sweep.json is left out (ranked by the report's metric);
+    MixemError for a corrupt one, as ``resolve_metric``."""
+    searches = set(trials.loc[trials["preset"] == "", "sweep"])
+    if metric is not None:
+        return {}
+    return {label: resolve_metric([file.parent], None) for label, file in _resolve(paths, TRIALS_FILE)
+            if label in searches and (file.parent / SETTINGS_FILE).is_file()}
 
 
 def resolve_metric(paths, metric: str | None) -> str:

@@ -168,6 +168,12 @@ def test_each_search_is_ranked_by_its_own_metric(tmp_path):
     runs = load_runs(SWEEPS[1])  # the top trials are of any status
     assert firsts[0].startswith(f"| {runs.sort_values(f'final/{METRIC}').iloc[-1]['trial_id']} |")
     assert firsts[1].startswith(f"| {runs.sort_values('final/val_loss').iloc[0]['trial_id']} |")
+    # a search folder without its sweep.json is still read, ranked by the report's metric as before
+    bare = tmp_path / "search-bare"
+    shutil.copytree(SWEEPS[1], bare)
+    (bare / "sweep.json").unlink()
+    assert main([str(SWEEPS[1]), str(bare), "--out", str(tmp_path / "bare")]) == 0
+    assert f"Searches are ranked by `{METRIC}`" in (tmp_path / "bare" / "report.md").read_text()
     # --metric still ranks every search by one score
     assert main([str(SWEEPS[1]), str(other), "--out", str(tmp_path / "one"), "--metric", "val_loss"]) == 0
     assert "Searches are ranked by `val_loss` (lower is better)" in (tmp_path / "one" / "report.md").read_text()
